@@ -1,0 +1,50 @@
+"""seamless-mlx: SeamlessM4T-v2 speech and text translation in MLX.
+
+>>> from seamless_mlx import load
+>>> model, processor = load("path/to/converted-or-hf-folder")
+>>> inputs = processor(text="Hello", src_lang="eng", return_tensors="mlx")
+>>> out = model.generate(**inputs, tgt_lang="fra", generate_speech=False)
+>>> processor.decode(out[0].tolist()[0], skip_special_tokens=True)
+"""
+
+from . import _blas
+
+_blas.preload()  # must run before mlx.core is imported anywhere below
+
+from .config import GenerationConfig, ModelConfig  # noqa: E402
+from .model import (  # noqa: E402
+    GenerateOutput,
+    SeamlessM4Tv2ForSpeechToSpeech,
+    SeamlessM4Tv2ForSpeechToText,
+    SeamlessM4Tv2ForTextToSpeech,
+    SeamlessM4Tv2ForTextToText,
+    SeamlessM4Tv2Model,
+    SpeechOutput,
+)
+
+__version__ = "0.1.0"
+
+
+def load(path, model_class=None, dtype=None):
+    """Load ``(model, processor)`` from a converted folder, a transformers folder or a hub id."""
+    from .loading import resolve
+    from .processor import SeamlessM4TProcessor
+
+    folder = resolve(path)
+    cls = model_class or SeamlessM4Tv2Model
+    return cls.from_pretrained(folder, dtype=dtype), SeamlessM4TProcessor.from_pretrained(folder)
+
+
+__all__ = [
+    "load",
+    "ModelConfig",
+    "GenerationConfig",
+    "GenerateOutput",
+    "SpeechOutput",
+    "SeamlessM4Tv2Model",
+    "SeamlessM4Tv2ForTextToText",
+    "SeamlessM4Tv2ForSpeechToText",
+    "SeamlessM4Tv2ForTextToSpeech",
+    "SeamlessM4Tv2ForSpeechToSpeech",
+    "__version__",
+]

@@ -1,0 +1,148 @@
+"""Building blocks shared by the text, T2U and speech sub-models.
+
+Parameter names mirror the Hugging Face state-dict keys (``q_proj``,
+``fc1``, ...) so that converted weights load without a renaming table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def sinusoidal_table(num_positions: int, dim: int, padding_idx: Optional[int] = None) -> mx.array:
+    """fairseq/M2M100 sinusoidal table ``[num_positions, dim]``: sin half then cos half.
+
+    The row at ``padding_idx`` is zero, as in fairseq.
+    """
+    half = dim // 2
+    scale = math.log(10000) / (half - 1)
+    freqs = mx.exp(mx.arange(half, dtype=mx.float32) * -scale)
+    angles = mx.arange(num_positions, dtype=mx.float32)[:, None] * freqs[None, :]
+    table = mx.concatenate([mx.sin(angles), mx.cos(angles)], axis=1)
+    if dim % 2 == 1:
+        table = mx.concatenate([table, mx.zeros((num_positions, 1))], axis=1)
+    if padding_idx is not None:
+        keep = (mx.arange(num_positions) != padding_idx)[:, None]
+        table = mx.where(keep, table, 0.0)
+    return table
+
+
+class SinusoidalPositions:
+    """Positions that start after ``padding_idx`` and skip padding tokens (fairseq rule).
+
+    Not an ``nn.Module``: the table is a constant, not a weight. It grows on demand.
+    """
+
+    def __init__(self, dim: int, padding_idx: int, initial: int = 1026):
+        self.dim = dim
+        self.padding_idx = padding_idx
+        self.table = sinusoidal_table(initial, dim, padding_idx)
+
+    def _ensure(self, n: int):
+        if n > self.table.shape[0]:
+            self.table = sinusoidal_table(n + 256, self.dim, self.padding_idx)
+
+    def from_ids(self, input_ids: mx.array, offset: int = 0) -> mx.array:
+        """Positions for token ids ``[B, T]``; pads keep position ``padding_idx``."""
+        mask = (input_ids != self.padding_idx).astype(mx.int32)
+        pos = (mx.cumsum(mask, axis=1) + offset) * mask + self.padding_idx
+        self._ensure(self.padding_idx + 2 + input_ids.shape[1] + offset)
+        return self.table[pos]
+
+    def from_positions(self, positions: mx.array) -> mx.array:
+        """Rows for explicit (already offset) position indices of any shape."""
+        self._ensure(int(positions.max().item()) + 1 if positions.size else 1)
+        return self.table[positions]
+
+    def sequential(self, length: int, offset: int = 0) -> mx.array:
+        """``[length, dim]`` rows for an unpadded sequence starting at ``offset``."""
+        start = self.padding_idx + 1 + offset
+        self._ensure(start + length + 1)
+        return self.table[start : start + length]
+
+
+def additive_mask(keep: mx.array, dtype=mx.float32) -> mx.array:
+    """Boolean/0-1 ``keep`` mask -> additive bias (0 where kept, a large negative elsewhere)."""
+    neg = mx.array(mx.finfo(dtype).min, dtype=dtype)
+    return mx.where(keep.astype(mx.bool_), mx.array(0.0, dtype=dtype), neg)
+
+
+def padding_bias(attention_mask: Optional[mx.array], dtype=mx.float32) -> Optional[mx.array]:
+    """``[B, S]`` 1/0 key mask -> ``[B, 1, 1, S]`` additive bias, or ``None``."""
+    if attention_mask is None:
+        return None
+    return additive_mask(attention_mask, dtype)[:, None, None, :]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections (bias everywhere)."""
+
+    def __init__(self, dims: int, num_heads: int):
+        super().__init__()
+        if dims % num_heads:
+            raise ValueError(f"hidden size {dims} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dims // num_heads
+        self.scale = self.head_dim**-0.5
+        self.q_proj = nn.Linear(dims, dims)
+        self.k_proj = nn.Linear(dims, dims)
+        self.v_proj = nn.Linear(dims, dims)
+        self.out_proj = nn.Linear(dims, dims)
+
+    def split_heads(self, x: mx.array) -> mx.array:
+        B, L, _ = x.shape
+        return x.reshape(B, L, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+
+    def kv(self, x: mx.array):
+        """Projected keys and values ``[B, H, S, Dh]`` (used to fill caches)."""
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def attend(self, q_in: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
+        B, L, _ = q_in.shape
+        q = self.split_heads(self.q_proj(q_in))
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+
+    def __call__(self, x: mx.array, mask=None, memory: Optional[mx.array] = None) -> mx.array:
+        k, v = self.kv(x if memory is None else memory)
+        return self.attend(x, k, v, mask)
+
+
+class FeedForward(nn.Module):
+    """``fc2(act(fc1(x)))`` as in NLLB (ReLU by default)."""
+
+    def __init__(self, dims: int, ffn_dim: int, activation: str = "relu"):
+        super().__init__()
+        self.fc1 = nn.Linear(dims, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dims)
+        self.act = ACTIVATIONS[activation]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "swish": nn.silu,
+    "silu": nn.silu,
+}
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LN self-attention + FFN layer (text encoder and T2U encoder)."""
+
+    def __init__(self, dims: int, heads: int, ffn_dim: int, activation: str = "relu", eps: float = 1e-5):
+        super().__init__()
+        self.self_attn = Attention(dims, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=eps)
+        self.ffn = FeedForward(dims, ffn_dim, activation)
+        self.ffn_layer_norm = nn.LayerNorm(dims, eps=eps)
+
+    def __call__(self, x: mx.array, mask=None) -> mx.array:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), mask)
+        return x + self.ffn(self.ffn_layer_norm(x))

@@ -1,0 +1,23 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random-weight transformers checkpoint folder (all sub-models), built once per session."""
+    from checkpoints import build_checkpoint
+
+    path, _, _ = build_checkpoint(tmp_path_factory.mktemp("tiny") / "hf", seed=0)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tiny_checkpoint):
+    """(transformers model, transformers processor) loaded back from ``tiny_checkpoint``."""
+    from checkpoints import load_hf
+
+    return load_hf(tiny_checkpoint)
