@@ -1,0 +1,70 @@
+"""Weight quantization (mlx-lm conventions).
+
+Quantized: the linear layers of the text encoder/decoder, speech encoder (with adaptor) and T2U
+model, and the shared token embedding (which is also the tied LM head, used through
+``QuantizedEmbedding.as_linear``).  Kept in floating point: convolutions, norms, small embeddings
+(positions, characters, speakers, languages) and the whole vocoder — they are a small share of the
+bytes and the vocoder's output is the audio itself.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+QUANTIZED_ROOTS = ("shared", "text_encoder.", "text_decoder.", "speech_encoder.", "t2u_model.")
+ALLOWED_BITS = (4, 8)
+ALLOWED_GROUPS = (32, 64, 128)
+
+
+def check_quant_args(bits: int, group_size: int):
+    if bits not in ALLOWED_BITS:
+        raise ValueError(f"--q-bits must be one of {', '.join(map(str, ALLOWED_BITS))}, got {bits}")
+    if group_size not in ALLOWED_GROUPS:
+        raise ValueError(f"--q-group-size must be one of {', '.join(map(str, ALLOWED_GROUPS))}, got {group_size}")
+
+
+def should_quantize(path: str, module: nn.Module, group_size: int) -> bool:
+    if not path.startswith(QUANTIZED_ROOTS) or path.startswith("t2u_model.model.decoder.embed_"):
+        return False
+    if isinstance(module, nn.Linear):
+        return module.weight.shape[-1] % group_size == 0
+    if isinstance(module, nn.Embedding):
+        return path == "shared" and module.weight.shape[-1] % group_size == 0
+    return False
+
+
+def quantize_model(model: nn.Module, bits: int, group_size: int) -> None:
+    nn.quantize(
+        model,
+        group_size=group_size,
+        bits=bits,
+        class_predicate=lambda p, m: should_quantize(p, m, group_size),
+    )
+
+
+def quantize_weights(config, weights: Dict[str, mx.array], bits: int, group_size: int) -> Tuple[Dict, Dict]:
+    """Full-model weights -> (quantized weights, ``{"group_size", "bits"}`` for config.json)."""
+    from .loading import load_strict
+    from .model import SeamlessM4Tv2Model
+
+    check_quant_args(bits, group_size)
+    model = SeamlessM4Tv2Model(config)
+    load_strict(model, weights)
+    quantize_model(model, bits, group_size)
+    out = dict(tree_flatten(model.parameters()))
+    mx.eval(out)
+    return out, {"group_size": group_size, "bits": bits}
+
+
+def apply_quantization(model: nn.Module, qconf: Dict, weights: Dict[str, mx.array]) -> None:
+    """Turn exactly the layers stored quantized (``<path>.scales`` present) into quantized ones."""
+    nn.quantize(
+        model,
+        group_size=int(qconf["group_size"]),
+        bits=int(qconf["bits"]),
+        class_predicate=lambda p, m: f"{p}.scales" in weights and hasattr(m, "to_quantized"),
+    )
