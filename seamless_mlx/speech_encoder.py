@@ -1,0 +1,340 @@
+"""Conformer speech encoder of SeamlessM4T-v2 (HF ``speech_encoder.*``).
+
+Pipeline: feature projection -> conformer layers (half-step FFN, chunked
+self-attention with Shaw relative positions, causal depthwise convolution,
+half-step FFN) -> ``intermediate_ffn`` -> strided adaptor layers ->
+``inner_layer_norm``.
+
+Parameter names equal the HF state-dict keys with ``speech_encoder.`` stripped;
+:func:`sanitize` converts HF tensors to the layouts used here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Tuple
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import ModelConfig
+from .layers import ACTIVATIONS
+
+# transformers builds these LayerNorms without passing config.layer_norm_eps
+_DEFAULT_EPS = 1e-5
+
+
+def _neg(dtype) -> mx.array:
+    # Half of the dtype minimum: masked scores still collapse to one constant
+    # (so an all-masked row averages uniformly, as transformers' finfo.min does
+    # in fp32), but adding a score to it cannot overflow to -inf in fp16.
+    return mx.array(mx.finfo(dtype).min / 2, dtype=dtype)
+
+
+def sub_sampled_lengths(lengths: mx.array, config: ModelConfig) -> mx.array:
+    """Frame counts after the adaptor, as transformers computes them.
+
+    ``lengths`` ``[B]`` (valid input frames) -> ``[B]`` int32. transformers applies
+    the formula once with padding ``adaptor_kernel_size // 2``, whatever
+    ``num_adapter_layers`` is and although the convolutions themselves pad by
+    ``adaptor_stride // 2``; we follow it so masks match exactly.
+    """
+    k, s = config.adaptor_kernel_size, config.adaptor_stride
+    pad = k // 2
+    lengths = lengths.astype(mx.int32)
+    # integer floor division == floor of the true division transformers does
+    return (lengths + 2 * pad - k) // s + 1
+
+
+def lengths_to_mask(lengths: mx.array, length: int) -> mx.array:
+    """``[B]`` lengths -> ``[B, length]`` int32 mask (1 for positions < length)."""
+    return (mx.arange(length)[None, :] < lengths[:, None]).astype(mx.int32)
+
+
+def chunk_keep(length: int, chunk_size: Optional[int], left_chunk_num: int) -> Optional[mx.array]:
+    """``[T, T]`` bool: query ``i`` may see key ``j`` (own chunk plus ``left_chunk_num`` before it).
+
+    ``None`` when chunking is off; a negative ``left_chunk_num`` means unlimited history.
+    """
+    if chunk_size is None:
+        return None
+    chunk = mx.arange(length) // chunk_size
+    if left_chunk_num >= 0:
+        start = mx.maximum(chunk - left_chunk_num, 0) * chunk_size
+    else:
+        start = mx.zeros_like(chunk)
+    end = mx.minimum((chunk + 1) * chunk_size, length)
+    j = mx.arange(length)[None, :]
+    return (j >= start[:, None]) & (j < end[:, None])
+
+
+def relative_distance_index(length: int, left: int, right: int) -> mx.array:
+    """``[T, T]`` int32 row of ``distance_embedding`` for each (query i, key j): clip(j - i) + left."""
+    pos = mx.arange(length)
+    return mx.clip(pos[None, :] - pos[:, None], -left, right) + left
+
+
+class FeatureProjection(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.feature_projection_input_dim, config.hidden_size)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.projection(self.layer_norm(x))
+
+
+class ConformerFeedForward(nn.Module):
+    def __init__(self, config: ModelConfig, activation: Optional[str] = None):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.speech_encoder_intermediate_size)
+        self.output_dense = nn.Linear(config.speech_encoder_intermediate_size, config.hidden_size)
+        self.act = ACTIVATIONS[activation or config.speech_encoder_hidden_act]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.output_dense(self.act(self.intermediate_dense(x)))
+
+
+class ConformerSelfAttention(nn.Module):
+    """Self-attention with optional Shaw ("relative_key") position scores.
+
+    The relative term is computed as ``q @ distance_embedding.T`` (``[B, H, T, R]``)
+    and gathered to ``[B, H, T, T]``, never as transformers' ``[T, T, head_dim]``
+    table; it travels into ``scaled_dot_product_attention`` inside the additive mask.
+    """
+
+    def __init__(self, config: ModelConfig, use_position_embeddings: bool = True):
+        super().__init__()
+        dims = config.hidden_size
+        self.num_heads = config.speech_encoder_attention_heads
+        self.head_dim = dims // self.num_heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
+        self.linear_q = nn.Linear(dims, dims)
+        self.linear_k = nn.Linear(dims, dims)
+        self.linear_v = nn.Linear(dims, dims)
+        self.linear_out = nn.Linear(dims, dims)
+        self.relative = use_position_embeddings and config.position_embeddings_type == "relative_key"
+        if self.relative:
+            self.left = config.left_max_position_embeddings
+            self.right = config.right_max_position_embeddings
+            self.distance_embedding = nn.Embedding(self.left + self.right + 1, self.head_dim)
+
+    def __call__(self, x: mx.array, keep: Optional[mx.array] = None) -> mx.array:
+        """``x`` ``[B, T, D]``; ``keep`` bool broadcastable to ``[B, 1, T, T]`` or ``None``."""
+        B, T, _ = x.shape
+        H, Dh = self.num_heads, self.head_dim
+        q = self.linear_q(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
+        k = self.linear_k(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
+        v = self.linear_v(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
+
+        bias = None
+        if self.relative:
+            # transformers adds (q . E[d]) / sqrt(head_dim), same scale as q . k
+            # scaled while still [B, H, T, R], before the gather makes it [B, H, T, T]
+            rel = (q * self.scale) @ self.distance_embedding.weight.astype(q.dtype).T
+            idx = relative_distance_index(T, self.left, self.right)
+            bias = mx.take_along_axis(rel, idx[None, None], axis=-1)
+        if keep is not None:
+            # Masked entries are a constant, not constant + relative score: that
+            # is what finfo.min + score rounds to in transformers.
+            if bias is None:
+                bias = mx.where(keep, mx.array(0.0, dtype=q.dtype), _neg(q.dtype))
+            else:
+                bias = mx.where(keep, bias, _neg(q.dtype))
+
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=bias)
+        return self.linear_out(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
+
+
+class CausalDepthwiseConv1d(nn.Module):
+    """Depthwise conv over time with ``kernel_size - 1`` frames of left zero padding.
+
+    ``weight`` is ``[C, K, 1]``, the layout of ``nn.Conv1d(C, C, K, groups=C)``.
+    Computed as K shifted multiply-adds: on the MLX CPU backend this is several
+    times faster than the grouped convolution.
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = mx.zeros((channels, kernel_size, 1))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """``[B, T, C]`` -> ``[B, T, C]``; output ``t`` sees inputs ``t-K+1 .. t``."""
+        K = self.kernel_size
+        T = x.shape[1]
+        x = mx.pad(x, [(0, 0), (K - 1, 0), (0, 0)])
+        w = self.weight[:, :, 0].astype(x.dtype)  # [C, K]
+        y = x[:, 0:T] * w[:, 0]
+        for i in range(1, K):
+            y = y + x[:, i : i + T] * w[:, i]
+        return y
+
+
+class ConformerConvolution(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        dims = config.hidden_size
+        if (config.conv_depthwise_kernel_size - 1) % 2 == 1:
+            raise ValueError("conv_depthwise_kernel_size must be odd")
+        self.layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        # kernel-1 convolutions are stored as Linear ([out, in]) so they can be quantized
+        self.pointwise_conv1 = nn.Linear(dims, 2 * dims, bias=False)
+        self.depthwise_conv = CausalDepthwiseConv1d(dims, config.conv_depthwise_kernel_size)
+        self.depthwise_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.act = ACTIVATIONS[config.speech_encoder_hidden_act]
+        self.pointwise_conv2 = nn.Linear(dims, dims, bias=False)
+
+    def __call__(self, x: mx.array, valid: Optional[mx.array] = None) -> mx.array:
+        """``x`` ``[B, T, D]``; ``valid`` ``[B, T, 1]`` bool or ``None``."""
+        x = self.layer_norm(x)
+        if valid is not None:
+            # padded frames must not leak into later valid frames via the conv
+            x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
+        x = nn.glu(self.pointwise_conv1(x), axis=-1)
+        x = self.depthwise_conv(x)
+        x = self.act(self.depthwise_layer_norm(x))
+        return self.pointwise_conv2(x)
+
+
+class ConformerLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        dims = config.hidden_size
+        self.ffn1_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn1 = ConformerFeedForward(config)
+        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.self_attn = ConformerSelfAttention(config)
+        self.conv_module = ConformerConvolution(config)
+        self.ffn2_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn2 = ConformerFeedForward(config)
+        self.final_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+
+    def __call__(self, x: mx.array, keep: Optional[mx.array], valid: Optional[mx.array]) -> mx.array:
+        x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
+        x = x + self.self_attn(self.self_attn_layer_norm(x), keep)
+        x = x + self.conv_module(x, valid)
+        x = x + 0.5 * self.ffn2(self.ffn2_layer_norm(x))
+        return self.final_layer_norm(x)
+
+
+class ConformerEncoder(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.chunk_size = config.speech_encoder_chunk_size
+        self.left_chunk_num = config.speech_encoder_left_chunk_num
+        self.layers = [ConformerLayer(config) for _ in range(config.speech_encoder_layers)]
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def __call__(self, x: mx.array, attention_mask: Optional[mx.array] = None) -> mx.array:
+        """``x`` ``[B, T, D]``, ``attention_mask`` ``[B, T]`` (nonzero = valid) -> ``[B, T, D]``."""
+        T = x.shape[1]
+        keep = chunk_keep(T, self.chunk_size, self.left_chunk_num)
+        if keep is not None:
+            keep = keep[None, None]
+        valid = None
+        if attention_mask is not None:
+            frames = attention_mask.astype(mx.bool_)
+            valid = frames[:, :, None]
+            x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
+            key_keep = frames[:, None, None, :]
+            keep = key_keep if keep is None else (keep & key_keep)
+        for layer in self.layers:
+            x = layer(x, keep, valid)
+        return self.layer_norm(x)
+
+
+class AdapterLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        dims = config.hidden_size
+        k, s = config.adaptor_kernel_size, config.adaptor_stride
+        self.residual_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        # transformers pads by stride // 2 here (not kernel // 2 as in its length formula)
+        self.residual_conv = nn.Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
+        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.self_attn_conv = nn.Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
+        self.self_attn = ConformerSelfAttention(config, use_position_embeddings=False)
+        self.ffn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn = ConformerFeedForward(config, activation="relu")
+
+    def __call__(self, x: mx.array, lengths: Optional[mx.array] = None) -> mx.array:
+        """``x`` ``[B, T, D]`` -> ``[B, T', D]``; ``lengths`` ``[B]`` are the sub-sampled key lengths."""
+        residual = nn.glu(self.residual_conv(self.residual_layer_norm(x)), axis=-1)
+        h = nn.glu(self.self_attn_conv(self.self_attn_layer_norm(x)), axis=-1)
+        keep = None
+        if lengths is not None:
+            keep = (mx.arange(h.shape[1])[None, :] < lengths[:, None])[:, None, None, :]
+        h = self.self_attn(h, keep) + residual
+        return h + self.ffn(self.ffn_layer_norm(h))
+
+
+class Adapter(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.layers = [AdapterLayer(config) for _ in range(config.num_adapter_layers)]
+
+    def __call__(self, x: mx.array, lengths: Optional[mx.array] = None) -> mx.array:
+        # Every layer gets the same lengths (computed once from the input
+        # frames), as in transformers, even when there are several layers.
+        for layer in self.layers:
+            x = layer(x, lengths)
+        return x
+
+
+class SpeechEncoder(nn.Module):
+    """SeamlessM4T-v2 speech encoder (``SeamlessM4Tv2SpeechEncoder``)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.feature_projection = FeatureProjection(config)
+        self.encoder = ConformerEncoder(config)
+        self.intermediate_ffn = ConformerFeedForward(config, activation="relu")
+        if config.add_adapter:
+            self.adapter = Adapter(config)
+        self.inner_layer_norm = nn.LayerNorm(config.hidden_size, eps=_DEFAULT_EPS)
+
+    def __call__(
+        self, input_features: mx.array, attention_mask: Optional[mx.array] = None
+    ) -> Tuple[mx.array, Optional[mx.array]]:
+        """Encode filter-bank features.
+
+        Args:
+            input_features: ``[B, T, feature_projection_input_dim]`` (160 for the
+                stacked fbanks of ``SeamlessM4TFeatureExtractor``).
+            attention_mask: ``[B, T]`` with 1 for valid frames, 0 for padding, or ``None``.
+
+        Returns:
+            ``(hidden [B, T', hidden_size], mask [B, T'] int32 or None)`` where
+            ``mask`` is the encoder-attention mask transformers hands the text
+            decoder for speech input.
+        """
+        x = self.feature_projection(input_features)
+        x = self.encoder(x, attention_mask)
+        x = x + 0.5 * self.intermediate_ffn(x)
+        lengths = None
+        if attention_mask is not None:
+            lengths = sub_sampled_lengths(attention_mask.astype(mx.bool_).sum(axis=1), self.config)
+        if self.config.add_adapter:
+            x = self.adapter(x, lengths)
+        x = self.inner_layer_norm(x)
+        out_mask = None if lengths is None else lengths_to_mask(lengths, x.shape[1])
+        return x, out_mask
+
+
+def sanitize(weights: Dict[str, mx.array]) -> Dict[str, mx.array]:
+    """HF ``speech_encoder.*`` tensors (prefix stripped, HF layout) -> this module's layout.
+
+    * ``pointwise_conv{1,2}.weight`` ``[O, I, 1]`` -> ``[O, I]`` (stored as Linear);
+    * ``depthwise_conv.weight`` ``[C, 1, K]`` -> ``[C, K, 1]``;
+    * adaptor ``residual_conv`` / ``self_attn_conv`` weights ``[O, I, K]`` -> ``[O, K, I]``.
+    """
+    out = {}
+    for name, w in weights.items():
+        if name.endswith(("pointwise_conv1.weight", "pointwise_conv2.weight")) and w.ndim == 3:
+            w = w[:, :, 0]
+        elif name.endswith(("depthwise_conv.weight", "residual_conv.weight", "self_attn_conv.weight")):
+            w = w.transpose(0, 2, 1)
+        out[name] = w
+    return out
