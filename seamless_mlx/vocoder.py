@@ -1,0 +1,258 @@
+"""Unit HiFi-GAN vocoder of SeamlessM4T-v2 (HF ``SeamlessM4Tv2CodeHifiGan``, prefix ``vocoder.``).
+
+Discrete units -> embeddings -> per-unit durations -> frames (each unit embedding repeated for
+its duration) -> ``[language | units | speaker]`` features -> HiFi-GAN -> waveform.
+
+Behaviours kept from transformers on purpose, because they change the output:
+
+* the duration predictor sees the padding units too (no mask), so padded units get durations
+  and are synthesised; padding a batch changes the waveform of its shorter items' tails;
+* in a batch, each item's frames are zero-padded to the longest item, while the language and
+  speaker embeddings still fill every frame;
+* the returned lengths count, per item, the frames of its non-padding units *plus one more
+  unit* (transformers gathers the cumulative duration at index ``n_units``, not ``n_units - 1``);
+  an item without padding gets all its frames;
+* the last leaky ReLU before ``conv_post`` uses torch's default slope 0.01, not
+  ``leaky_relu_slope``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple, Union
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .config import ModelConfig
+from .conv import Conv1d, ConvTranspose1d
+
+
+class VariancePredictor(nn.Module):
+    """Two ``same``-padded convs with ReLU + LayerNorm, then a scalar projection per frame.
+
+    Same structure as transformers' ``SeamlessM4Tv2VariancePredictor`` (also used by the T2U
+    duration predictor); parameter names ``conv1``, ``ln1``, ``conv2``, ``ln2``, ``proj``.
+    """
+
+    def __init__(self, embed_dim: int, hidden_dim: int, kernel_size: int):
+        super().__init__()
+        self.conv1 = Conv1d(embed_dim, hidden_dim, kernel_size, padding="same")
+        self.ln1 = nn.LayerNorm(hidden_dim, eps=1e-5)
+        self.conv2 = Conv1d(hidden_dim, hidden_dim, kernel_size, padding="same")
+        self.ln2 = nn.LayerNorm(hidden_dim, eps=1e-5)
+        self.proj = nn.Linear(hidden_dim, 1)
+
+    def __call__(self, x: mx.array, padding_mask: Optional[mx.array] = None) -> mx.array:
+        """``x [B, T, C]``, optional ``padding_mask [B, T]`` (1/True = keep) -> ``[B, T]``."""
+        keep = None if padding_mask is None else padding_mask.astype(mx.bool_)[..., None]
+        if keep is not None:
+            x = mx.where(keep, x, 0.0)
+        x = self.ln1(nn.relu(self.conv1(x)))
+        if keep is not None:
+            x = mx.where(keep, x, 0.0)
+        x = self.ln2(nn.relu(self.conv2(x)))
+        return self.proj(x)[..., 0]
+
+
+class ResidualBlock(nn.Module):
+    """HiFi-GAN multi-receptive-field block: per dilation, a dilated conv and a plain conv."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: List[int], slope: float):
+        super().__init__()
+        self.slope = slope
+        self.convs1 = [
+            Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
+            for d in dilations
+        ]
+        self.convs2 = [
+            Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
+        ]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """``[B, T, C]`` -> ``[B, T, C]`` (odd kernels keep the length)."""
+        for conv1, conv2 in zip(self.convs1, self.convs2):
+            h = conv1(nn.leaky_relu(x, self.slope))
+            x = conv2(nn.leaky_relu(h, self.slope)) + x
+        return x
+
+
+class HifiGan(nn.Module):
+    """Features ``[B, T, unit + lang + spkr dims]`` -> waveform ``[B, T * prod(upsample_rates)]``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        in_dim = config.unit_embed_dim + config.lang_embed_dim + config.spkr_embed_dim
+        channels = config.upsample_initial_channel
+        self.slope = config.leaky_relu_slope
+        self.num_kernels = len(config.resblock_kernel_sizes)
+        self.conv_pre = Conv1d(in_dim, channels, 7, padding=3)
+        self.upsampler = [
+            ConvTranspose1d(channels // 2**i, channels // 2 ** (i + 1), k, stride=r, padding=(k - r) // 2)
+            for i, (r, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes))
+        ]
+        self.resblocks = [
+            ResidualBlock(channels // 2 ** (i + 1), k, d, config.leaky_relu_slope)
+            for i in range(len(self.upsampler))
+            for k, d in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes)
+        ]
+        self.conv_post = Conv1d(channels // 2 ** len(self.upsampler), 1, 7, padding=3)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """``[B, T, in_dim]`` -> ``[B, S]``."""
+        x = self.conv_pre(x)
+        n = self.num_kernels
+        for i, up in enumerate(self.upsampler):
+            x = up(nn.leaky_relu(x, self.slope))
+            blocks = self.resblocks[i * n : (i + 1) * n]
+            acc = blocks[0](x)
+            for block in blocks[1:]:
+                acc = acc + block(x)
+            x = acc / n
+        # transformers calls leaky_relu here without a slope: torch's default 0.01
+        x = self.conv_post(nn.leaky_relu(x, 0.01))
+        return mx.tanh(x)[..., 0]
+
+
+def _conv_len(length, kernel: int, stride: int, pad: int, dilation: int = 1):
+    return (length + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _transpose_conv_len(length, kernel: int, stride: int, pad: int):
+    return (length - 1) * stride - 2 * pad + kernel
+
+
+def hifigan_output_lengths(config: ModelConfig, frame_lengths):
+    """Waveform samples produced from ``frame_lengths`` frames (int or int array, any shape)."""
+    n = _conv_len(frame_lengths, 7, 1, 3)
+    for r, k in zip(config.upsample_rates, config.upsample_kernel_sizes):
+        n = _transpose_conv_len(n, k, r, (k - r) // 2)
+    for _ in config.upsample_rates:
+        for k, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
+            for d in dilations:
+                n = _conv_len(n, k, 1, (k - 1) * d // 2, d)
+            for _ in dilations:
+                n = _conv_len(n, k, 1, (k - 1) // 2)
+    return _conv_len(n, 7, 1, 3)
+
+
+def _as_batch_ids(ids: Union[int, mx.array], batch: int) -> mx.array:
+    ids = mx.array(ids) if not isinstance(ids, mx.array) else ids
+    return mx.broadcast_to(ids.reshape(-1), (batch,))
+
+
+class CodeHifiGan(nn.Module):
+    """The vocoder: units + speaker + language -> waveform.  Parameter tree = HF ``vocoder.*``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.pad_token_id = config.t2u_pad_token_id
+        embed = config.unit_embed_dim
+        self.dur_predictor = VariancePredictor(embed, embed, config.variance_predictor_kernel_size)
+        self.unit_embedding = nn.Embedding(config.unit_hifi_gan_vocab_size, embed)
+        self.speaker_embedding = nn.Embedding(config.vocoder_num_spkrs, config.spkr_embed_dim)
+        self.language_embedding = nn.Embedding(config.vocoder_num_langs, config.lang_embed_dim)
+        self.hifi_gan = HifiGan(config)
+
+    def durations(self, units: mx.array) -> mx.array:
+        """Predicted frames per unit ``[B, U]`` (int32, >= 1) from unit embeddings ``[B, U, E]``."""
+        log_dur = self.dur_predictor(units)
+        return mx.maximum(mx.round(mx.expm1(log_dur)), 1).astype(mx.int32)
+
+    def expand(self, units: mx.array, durations: mx.array) -> Tuple[mx.array, mx.array]:
+        """Repeat each unit embedding for its duration; zero-pad items to the longest.
+
+        Args:
+            units: ``[B, U, E]``.
+            durations: ``[B, U]`` int.
+
+        Returns:
+            ``(frames [B, T, E], ends [B, U])`` where ``ends`` is the cumulative duration.
+        """
+        ends = mx.cumsum(durations, axis=1)
+        # The frame count is data dependent, so it has to be read back here.
+        total = int(ends[:, -1].max().item())
+        t = mx.arange(total, dtype=ends.dtype)
+        # frame t belongs to the first unit whose end is past t
+        index = (ends[:, None, :] <= t[None, :, None]).astype(mx.int32).sum(axis=-1)
+        valid = index < units.shape[1]
+        index = mx.minimum(index, units.shape[1] - 1)
+        frames = mx.take_along_axis(units, index[..., None], axis=1)
+        return mx.where(valid[..., None], frames, 0.0), ends
+
+    def __call__(
+        self,
+        input_ids: mx.array,
+        speaker_id: Union[int, mx.array],
+        lang_id: Union[int, mx.array],
+    ) -> Tuple[mx.array, mx.array]:
+        """Synthesise speech from vocoder units.
+
+        Args:
+            input_ids: ``[B, U]`` unit ids, already shifted by ``vocoder_offset``; padding is
+                ``t2u_pad_token_id`` (what transformers' generate feeds the vocoder).
+            speaker_id: ``[B]``, ``[B, 1]``, ``[1]`` or an int.
+            lang_id: same shapes as ``speaker_id``; a vocoder language index.
+
+        Returns:
+            ``(waveform [B, S] float32, lengths [B] int32)``; ``waveform[b, :lengths[b]]`` is item
+            ``b``'s speech (transformers' length rule, see the module docstring).
+        """
+        batch, num_units = input_ids.shape
+        units = self.unit_embedding(input_ids)
+        durations = self.durations(units)
+        frames, ends = self.expand(units, durations)
+
+        num_frames = frames.shape[1]
+        spkr = self.speaker_embedding(_as_batch_ids(speaker_id, batch))[:, None, :]
+        lang = self.language_embedding(_as_batch_ids(lang_id, batch))[:, None, :]
+        features = mx.concatenate(
+            [
+                mx.broadcast_to(lang, (batch, num_frames, lang.shape[-1])),
+                frames,
+                mx.broadcast_to(spkr, (batch, num_frames, spkr.shape[-1])),
+            ],
+            axis=-1,
+        )
+        waveform = self.hifi_gan(features).astype(mx.float32)
+
+        kept = (input_ids != self.pad_token_id).astype(mx.int32).sum(axis=1)
+        kept = mx.clip(kept, 0, num_units - 1)
+        frame_lengths = mx.take_along_axis(ends, kept[:, None], axis=1)[:, 0]
+        return waveform, hifigan_output_lengths(self.config, frame_lengths)
+
+
+def _fold_weight_norm(g: mx.array, v: mx.array) -> mx.array:
+    """``g * v / ||v||``, the norm taken over the axes where ``g`` has size 1 (torch's ``dim``)."""
+    axes = tuple(i for i in range(v.ndim) if g.shape[i] == 1)
+    v32 = v.astype(mx.float32)
+    norm = mx.sqrt(mx.sum(v32 * v32, axis=axes, keepdims=True))
+    return (g.astype(mx.float32) * v32 / norm).astype(v.dtype)
+
+
+def sanitize(weights: Dict[str, mx.array]) -> Dict[str, mx.array]:
+    """HF ``vocoder.*`` tensors (prefix stripped, HF layout) -> this module's layout.
+
+    * weight-norm pairs (``X.weight_g``/``X.weight_v`` or
+      ``X.parametrizations.weight.original0``/``original1``) are folded into ``X.weight``;
+    * ``Conv1d`` weights ``[Cout, Cin, K]`` -> ``[Cout, K, Cin]``;
+    * ``ConvTranspose1d`` weights (``hifi_gan.upsampler.*``) ``[Cin, Cout, K]`` -> ``[Cout, K, Cin]``.
+    """
+    weights = dict(weights)
+    pairs = {
+        ".weight_g": ".weight_v",
+        ".parametrizations.weight.original0": ".parametrizations.weight.original1",
+    }
+    for g_suffix, v_suffix in pairs.items():
+        for name in [n for n in weights if n.endswith(g_suffix)]:
+            base = name[: -len(g_suffix)]
+            g = weights.pop(name)
+            v = weights.pop(base + v_suffix)
+            weights[base + ".weight"] = _fold_weight_norm(g, v)
+
+    out = {}
+    for name, w in weights.items():
+        if name.endswith(".weight") and w.ndim == 3:
+            w = w.transpose(1, 2, 0) if ".upsampler." in name else w.transpose(0, 2, 1)
+        out[name] = w
+    return out
