@@ -91,9 +91,9 @@ class SeamlessM4Tv2Model(nn.Module):
 
             self.t2u_model = TextToUnit(config)
         if "vocoder" in self.components:
-            from .vocoder import CodeHiFiGAN
+            from .vocoder import CodeHifiGan
 
-            self.vocoder = CodeHiFiGAN(config)
+            self.vocoder = CodeHifiGan(config)
 
     # ------------------------------------------------------------------ loading
     @classmethod

@@ -145,6 +145,12 @@ def reinit_(model, seed: int, dur_bias: float = 0.8):
             elif isinstance(m, nn.LayerNorm):
                 m.weight.copy_(1.0 + 0.2 * torch.randn(m.weight.shape, generator=g))
                 m.bias.normal_(0.0, 0.1, generator=g)
+            elif isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)) and name.startswith("vocoder.hifi_gan"):
+                # transformers' init (std 0.02, zero bias) shrinks the signal to ~0 layer by layer;
+                # unit-gain convs keep the waveform O(1) so that tanh and leaky ReLU matter.
+                fan_in = m.weight.shape[1 if isinstance(m, nn.Conv1d) else 0] * m.weight.shape[2]
+                m.weight.normal_(0.0, 1.5 / math.sqrt(fan_in), generator=g)
+                m.bias.normal_(0.0, 0.1, generator=g)
             elif isinstance(m, nn.Embedding) and "distance_embedding" in name:
                 m.weight.normal_(0.0, 0.5, generator=g)
             elif isinstance(m, nn.Embedding) and name.startswith("vocoder"):
