@@ -34,7 +34,13 @@ class SeamlessM4TProcessor:
     @classmethod
     def from_pretrained(cls, folder: Union[str, os.PathLike], **tokenizer_kwargs: Any) -> "SeamlessM4TProcessor":
         """Tokenizer from the folder's sentencepiece/json files; the feature extractor from
-        ``preprocessor_config.json`` (loaded on first use)."""
+        ``preprocessor_config.json`` (loaded on first use).
+
+        Decoding follows transformers' *processor* (which loads the fast tokenizer), so
+        ``processor.decode`` gives the strings a transformers user sees; pass
+        ``decode_style="slow"`` for the slow tokenizer's stripped output.
+        """
+        tokenizer_kwargs.setdefault("decode_style", "fast")
         tokenizer = SeamlessM4TTokenizer.from_pretrained(folder, **tokenizer_kwargs)
         return cls(feature_extractor=None, tokenizer=tokenizer, folder=folder)
 
