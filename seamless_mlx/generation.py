@@ -8,6 +8,7 @@ part of generation understands is an error, never silently ignored.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import mlx.core as mx
@@ -259,3 +260,85 @@ def synthesize(model, sequences: mx.array, decoder_states: mx.array, tgt_lang: s
     spk = mx.array([speaker_id] * B)
     waveform, lengths = model.vocoder(voc_units, spk, lang)
     return waveform, lengths, units
+
+
+def stream_generate(
+    model,
+    processor=None,
+    input_ids=None,
+    input_features=None,
+    attention_mask=None,
+    tgt_lang: Optional[str] = None,
+    generate_speech: bool = False,
+    speaker_id: int = 0,
+    **kwargs,
+):
+    """Yield the translation as it is decoded (greedy or sampling; batch size 1).
+
+    Yields :class:`StreamChunk` objects with the new token id and, when a ``processor`` (or
+    tokenizer) is given, the newly decoded text piece (word boundaries handled, so the pieces
+    concatenate to the full decoded text).  With ``generate_speech=True`` the last chunk carries
+    the waveform.
+    """
+    from .tokenizer import IncrementalDecoder
+
+    text_opts, speech_opts = split_kwargs(kwargs)
+    if int(text_opts.get("num_beams") or 1) > 1:
+        raise ValueError("stream_generate supports greedy decoding and sampling (num_beams=1) only.")
+    gen = model.generation_config
+    tgt_lang = normalise_lang(tgt_lang)
+    if tgt_lang is None:
+        raise ValueError("Pass tgt_lang (e.g. tgt_lang='fra').")
+    check_lang(tgt_lang, gen.text_decoder_lang_to_code_id, "text output")
+    if generate_speech:
+        check_lang(tgt_lang, gen.vocoder_lang_code_to_id, "speech output", " Use generate_speech=False.")
+    memory, memory_mask = model.encode(input_ids, input_features, attention_mask)
+    if memory.shape[0] != 1:
+        raise ValueError("stream_generate takes one input at a time; use generate() for batches.")
+    prefix = mx.array([[_option(text_opts, gen, "decoder_start_token_id"), gen.text_decoder_lang_to_code_id[tgt_lang]]])
+    eos = _option(text_opts, gen, "eos_token_id")
+    pad = _option(text_opts, gen, "pad_token_id")
+    max_new = text_opts.get("max_new_tokens") or gen.max_new_tokens
+    do_sample = bool(_option(text_opts, gen, "do_sample"))
+    processors = build_processors(text_opts, gen, prefix_len=2)
+    sampler = make_sampler(text_opts, gen) if do_sample else None
+    decoder = model.text_decoder
+    cache = decoder.make_cache(memory)
+
+    def step(tokens):
+        h = decoder(tokens, model.shared, cache, memory_mask)
+        return model.lm_logits(h[:, -1, :]), h
+
+    tok = getattr(processor, "tokenizer", processor)
+    detok = IncrementalDecoder(tok) if tok is not None else None
+    ids, hidden = [], []
+    for s in greedy_steps(step, prefix, max_new, eos, pad, processors, sampler):
+        t = int(s.tokens[0].item())
+        ids.append(t)
+        hidden.append(s.hidden)
+        piece = None
+        if detok is not None:
+            detok.add_token(t)
+            piece = detok.last_segment
+        yield StreamChunk(token_id=t, text=piece, finished=bool(s.finished[0].item()))
+    if detok is not None:
+        detok.finalize()
+        if detok.last_segment:
+            yield StreamChunk(token_id=None, text=detok.last_segment, finished=True)
+    if generate_speech:
+        seq = mx.concatenate([prefix, mx.array([ids])], axis=1)
+        wav, lengths, units = synthesize(
+            model, seq, mx.concatenate(hidden, axis=1), tgt_lang, int(speaker_id), speech_opts
+        )
+        mx.eval(wav, lengths)
+        yield StreamChunk(token_id=None, text=None, finished=True, waveform=wav[0, : int(lengths[0].item())])
+
+
+@dataclass
+class StreamChunk:
+    """One piece of a streamed translation (see :func:`stream_generate`)."""
+
+    token_id: Optional[int]
+    text: Optional[str]
+    finished: bool
+    waveform: Optional[mx.array] = None

@@ -147,6 +147,12 @@ class SeamlessM4Tv2Model(nn.Module):
             **kwargs,
         )
 
+    def stream_generate(self, processor=None, **kwargs):
+        """Yield the translation while it is decoded; see :func:`seamless_mlx.generation.stream_generate`."""
+        from .generation import stream_generate
+
+        return stream_generate(self, processor, **kwargs)
+
 
 def _as_mx(x):
     return None if x is None else mx.array(np.asarray(x) if not isinstance(x, mx.array) else x)
