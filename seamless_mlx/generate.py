@@ -25,7 +25,7 @@ def greedy_steps(
     step_fn: Callable[[mx.array], tuple],
     prefix: mx.array,
     max_new_tokens: int,
-    eos_token_id: int,
+    eos_token_id,
     pad_token_id: int,
     logits_processors: Optional[List[Callable]] = None,
     sampler: Optional[Callable[[mx.array], mx.array]] = None,
@@ -38,6 +38,7 @@ def greedy_steps(
     """
     processors = logits_processors or []
     B = prefix.shape[0]
+    eos_ids = mx.array(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
     generated = prefix
 
     def choose(logits, generated, finished):
@@ -46,7 +47,7 @@ def greedy_steps(
             logits = proc(generated, logits)
         tok = sampler(logits) if sampler is not None else mx.argmax(logits, axis=-1)
         tok = mx.where(finished, pad_token_id, tok)
-        return tok, finished | (tok == eos_token_id)
+        return tok, finished | (tok[:, None] == eos_ids[None, :]).any(axis=-1)
 
     logits, hidden = step_fn(prefix)
     finished = mx.zeros((B,), dtype=mx.bool_)

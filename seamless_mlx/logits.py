@@ -56,13 +56,14 @@ def no_repeat_ngram(n: int) -> Callable:
     return proc
 
 
-def min_new_tokens(prefix_len: int, count: int, eos_token_id: int) -> Callable:
-    """Forbid EOS until ``count`` tokens have been generated after the decoder prefix."""
+def min_new_tokens(prefix_len: int, count: int, eos_token_id) -> Callable:
+    """Forbid EOS (one id or a list) until ``count`` tokens follow the decoder prefix."""
+    eos = mx.array(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
 
     def proc(generated: mx.array, logits: mx.array) -> mx.array:
         if generated.shape[1] - prefix_len >= count:
             return logits
-        col = mx.arange(logits.shape[-1]) == eos_token_id
+        col = (mx.arange(logits.shape[-1])[:, None] == eos[None, :]).any(axis=-1)
         return mx.where(col[None, :], NEG_INF, logits)
 
     return proc
