@@ -6,8 +6,8 @@ keeps receiving ``pad_token_id`` so that batched outputs line up with transforme
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional
 
 import mlx.core as mx
 

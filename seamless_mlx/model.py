@@ -16,10 +16,8 @@ class                               sub-models
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -60,11 +58,6 @@ class SpeechOutput:
 
     def __iter__(self):
         return iter((self.waveform, self.waveform_lengths))
-
-
-def _lang_error(lang: str, table: Dict[str, int], what: str, hint: str = "") -> ValueError:
-    codes = ", ".join(sorted(table))
-    return ValueError(f"tgt_lang={lang!r} is not supported for {what}. Supported codes: {codes}.{hint}")
 
 
 class SeamlessM4Tv2Model(nn.Module):
