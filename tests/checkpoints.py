@@ -16,7 +16,6 @@ both duration predictors get a positive bias so that the model "speaks" a few fr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
