@@ -157,3 +157,15 @@ def test_unknown_generate_keyword_is_refused(pair):
     _, ids, mask = _inputs(proc, TEXTS[:1])
     with pytest.raises(ValueError, match="num_beam"):
         model.generate(input_ids=ids, attention_mask=mask, tgt_lang="fra", num_beam=3)
+
+
+def test_load_gives_model_and_processor_like_the_transformers_docs(tiny_checkpoint, tiny_hf):
+    hf, hf_proc = tiny_hf
+    model, processor = sm.load(tiny_checkpoint)
+    inputs = processor(text="Hello, my dog is cute", src_lang="eng", return_tensors="mlx")
+    out = model.generate(**inputs, tgt_lang="fra", generate_speech=False)
+    ref_inputs = hf_proc(text="Hello, my dog is cute", src_lang="eng", return_tensors="pt")
+    ref = hf.generate(**ref_inputs, tgt_lang="fra", generate_speech=False)
+    assert out.sequences.tolist() == ref.sequences.tolist()
+    ours = processor.decode(out[0].tolist()[0], skip_special_tokens=True)
+    assert ours == hf_proc.decode(ref[0].tolist()[0], skip_special_tokens=True)
