@@ -110,6 +110,9 @@ def convert(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         save_sharded(weights, tmp, shard_bytes)
         with open(tmp / "config.json", "w", encoding="utf-8") as f:

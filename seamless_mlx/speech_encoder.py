@@ -18,7 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-from .layers import ACTIVATIONS
+from .layers import ACTIVATIONS, head_groups, parallel_over_heads
 
 # transformers builds these LayerNorms without passing config.layer_norm_eps
 _DEFAULT_EPS = 1e-5
@@ -127,22 +127,25 @@ class ConformerSelfAttention(nn.Module):
         k = self.linear_k(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
         v = self.linear_v(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
 
-        bias = None
+        rel = None
         if self.relative:
-            # transformers adds (q . E[d]) / sqrt(head_dim), same scale as q . k
+            # transformers adds (q . E[d]) / sqrt(head_dim), same scale as q . k;
             # scaled while still [B, H, T, R], before the gather makes it [B, H, T, T]
             rel = (q * self.scale) @ self.distance_embedding.weight.astype(q.dtype).T
-            idx = relative_distance_index(T, self.left, self.right)
-            bias = mx.take_along_axis(rel, idx[None, None], axis=-1)
-        if keep is not None:
-            # Masked entries are a constant, not constant + relative score: that
-            # is what finfo.min + score rounds to in transformers.
-            if bias is None:
-                bias = mx.where(keep, mx.array(0.0, dtype=q.dtype), _neg(q.dtype))
-            else:
-                bias = mx.where(keep, bias, _neg(q.dtype))
+            idx = relative_distance_index(T, self.left, self.right)[None, None]
+        if keep is not None and keep.ndim == 4 and keep.shape[1] != H:
+            keep = mx.broadcast_to(keep, (keep.shape[0], 1) + keep.shape[2:])
 
-        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=bias)
+        def attend(q, k, v, rel):
+            bias = None if rel is None else mx.take_along_axis(rel, idx, axis=-1)
+            if keep is not None:
+                # Masked entries are a constant, not constant + relative score: that
+                # is what finfo.min + score rounds to in transformers.
+                neg = _neg(q.dtype)
+                bias = mx.where(keep, mx.array(0.0, dtype=q.dtype) if bias is None else bias, neg)
+            return mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=bias)
+
+        out = parallel_over_heads(attend, H, head_groups(B, H, T, T), q, k, v, rel)
         return self.linear_out(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
 
 
