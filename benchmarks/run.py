@@ -298,7 +298,6 @@ def main():
                 log(str(e))
         if "t2tt" in results and "mlx-fp32" in results["t2tt"]:
             blas["mkl"] = results["t2tt"]["mlx-fp32"]
-    import mlx.core as mx  # noqa: F401  (version only)
     import importlib.metadata as md
 
     meta = {
