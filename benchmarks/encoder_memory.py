@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import peak_rss
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,7 +41,7 @@ def worker(framework, folder, seconds):
         from seamless_mlx.audio import SeamlessM4TFeatureExtractor
 
         model = sm.SeamlessM4Tv2ForSpeechToText.from_pretrained(folder)
-        base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base_rss = peak_rss()
         f = SeamlessM4TFeatureExtractor()(audio(seconds), sampling_rate=16000, return_tensors="mlx")
         mx.reset_peak_memory()
         weights = mx.get_active_memory()
@@ -49,18 +50,18 @@ def worker(framework, folder, seconds):
         mx.eval(h)
         secs = time.perf_counter() - t
         return {"seconds": secs, "peak_bytes": mx.get_peak_memory(), "weights_bytes": weights,
-                "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss_after_load": base_rss}
+                "peak_rss": peak_rss(), "rss_after_load": base_rss}
     import torch
     import transformers
 
     torch.set_num_threads(os.cpu_count())
     model = transformers.SeamlessM4Tv2ForSpeechToText.from_pretrained(folder).eval()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base_rss = peak_rss()
     f = transformers.SeamlessM4TFeatureExtractor()(audio(seconds), sampling_rate=16000, return_tensors="pt")
     t = time.perf_counter()
     with torch.inference_mode():
         model.speech_encoder(input_features=f["input_features"], attention_mask=f["attention_mask"])
-    return {"seconds": time.perf_counter() - t, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    return {"seconds": time.perf_counter() - t, "peak_rss": peak_rss(),
             "rss_after_load": base_rss}
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import peak_rss
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -116,7 +117,7 @@ def worker_run(folder: str, task: str, out: str):
         model.generate(input_features=f["input_features"], attention_mask=f["attention_mask"], tgt_lang=TGT,
                        max_new_tokens=32, min_new_tokens=32)
     run_s = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss()
     Path(out).write_text(json.dumps({"load_s": load_s, "run_s": run_s, "peak_rss": rss}))
 
 

@@ -155,7 +155,7 @@ class EncoderLayer(nn.Module):
 # the heads are split across one stream per core: 1.6x faster there.  Elsewhere (Metal) one
 # stream is best and nothing changes.
 _CPU_STREAMS: list = []
-HEAD_PARALLEL_MIN_ELEMENTS = 1 << 22  # B*H*T*S below this: not worth the split
+HEAD_PARALLEL_MIN_ELEMENTS = 1 << 20  # B*H*T*S below this: not worth the split
 
 
 def cpu_streams(n: int):
@@ -189,3 +189,4 @@ def parallel_over_heads(fn, heads: int, groups: int, *arrays):
         with mx.stream(stream):
             outs.append(fn(*parts))
     return mx.concatenate(outs, axis=1)
+
