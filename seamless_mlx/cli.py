@@ -1,0 +1,279 @@
+"""``seamless-mlx``: translate text and recordings, transcribe, convert, list languages.
+
+    seamless-mlx translate "Hello, how are you?" --src-lang eng --tgt-lang fra
+    seamless-mlx translate talk.wav --tgt-lang deu                 # speech -> German text
+    seamless-mlx translate talk.wav --tgt-lang spa -o talk_es.wav  # speech -> Spanish speech
+    echo "Good morning" | seamless-mlx translate - --src-lang eng --tgt-lang fra --speech -o hi.wav
+    seamless-mlx transcribe lecture.flac --lang eng --format srt -o lecture.srt
+    seamless-mlx convert --hf-path facebook/seamless-m4t-v2-large --mlx-path m4t-v2-mlx -q
+    seamless-mlx languages
+
+Exit codes: 0 success, 2 bad usage or input (one ``seamless-mlx: error: ...`` line on stderr),
+1 unexpected failure (``--verbose`` prints the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+PROG = "seamless-mlx"
+DEFAULT_MODEL = "facebook/seamless-m4t-v2-large"
+TEXT_FORMATS = (".txt", ".srt", ".vtt", ".json")
+AUDIO_FORMATS = (".wav", ".flac")
+
+
+class UsageError(ValueError):
+    """Bad command-line input, reported as one line with exit code 2."""
+
+
+def _add_model_args(p):
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="converted seamless-mlx folder, transformers folder or hub id (default: %(default)s)")
+    p.add_argument("--quantize", type=int, choices=(4, 8), default=None,
+                   help="use a 4- or 8-bit quantized copy (made once, cached)")
+
+
+def _add_common(p):
+    p.add_argument("--num-beams", type=int, default=None, help="beam size (default: from the preset)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="limit on generated text tokens")
+    p.add_argument("--preset", choices=("transformers", "seamless"), default="transformers",
+                   help="decoding defaults: the checkpoint's generation config, or seamless_communication's "
+                        "m4t_predict (5 beams, no_repeat_ngram_size=4, length 1*src+200)")
+    p.add_argument("--max-segment-s", type=float, default=15.0,
+                   help="long recordings are cut at pauses into pieces of at most this many seconds")
+    _add_model_args(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
+    p.add_argument("--verbose", "-v", action="store_true", help="tracebacks and timings on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="SeamlessM4T-v2 speech and text translation on MLX.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{translate,transcribe,convert,languages}")
+
+    t = sub.add_parser("translate", help="translate text, stdin or an audio file into text or speech")
+    t.add_argument("input", help="text to translate, '-' for stdin, or an audio file")
+    t.add_argument("--tgt-lang", required=True, help="target language code, e.g. fra (see `seamless-mlx languages`)")
+    t.add_argument("--src-lang", default=None, help="source language of text input, e.g. eng")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--speech", action="store_true", help="output speech (needs --output x.wav or x.flac)")
+    mode.add_argument("--text", action="store_true", help="output text (default)")
+    t.add_argument("--output", "-o", default=None,
+                   help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech)")
+    t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output (default 0)")
+    _add_common(t)
+
+    r = sub.add_parser("transcribe", help="speech recognition: an audio file to text or subtitles")
+    r.add_argument("audio", help="audio file (WAV, FLAC, OGG, MP3, ...)")
+    r.add_argument("--lang", required=True, help="language spoken in the recording, e.g. eng")
+    r.add_argument("--format", choices=("txt", "srt", "vtt", "json"), default=None,
+                   help="output format (default: from --output's extension, else txt)")
+    r.add_argument("--output", "-o", default=None, help="output file (default: stdout)")
+    _add_common(r)
+
+    sub.add_parser("convert", help="convert a transformers checkpoint to MLX (see `seamless-mlx convert -h`)",
+                   add_help=False)
+
+    lg = sub.add_parser("languages", help="list the languages a model supports per modality")
+    lg.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: %(default)s)")
+    lg.add_argument("--verbose", "-v", action="store_true")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+def _progress(args):
+    return (lambda msg: None) if getattr(args, "quiet", False) else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
+def _streamer(enabled: bool):
+    if not enabled:
+        return None
+
+    def write(piece: str):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    return write
+
+
+def cmd_translate(args) -> int:
+    from .api import looks_like_audio_path, translate
+
+    log = _progress(args)
+    out = Path(args.output) if args.output else None
+    ext = out.suffix.lower() if out else ""
+    if out is not None and ext not in TEXT_FORMATS + AUDIO_FORMATS:
+        raise UsageError(f"cannot tell the output format from {out.name!r}; use .txt .srt .vtt .json .wav or .flac.")
+    speech = args.speech or ext in AUDIO_FORMATS
+    if args.text and ext in AUDIO_FORMATS:
+        raise UsageError(f"--text writes text; name the output .txt/.srt/.vtt/.json, or drop --text for speech in {out.name}.")
+    if speech and ext not in AUDIO_FORMATS:
+        raise UsageError("--speech needs an audio output file: add --output translation.wav (or .flac).")
+
+    if args.input == "-":
+        source = sys.stdin.read()
+        is_audio = False
+    else:
+        source = args.input
+        is_audio = looks_like_audio_path(source)
+    if not is_audio:
+        if not source.strip():
+            raise UsageError("the input text is empty.")
+        if not args.src_lang:
+            raise UsageError("--src-lang is required for text input (e.g. --src-lang eng).")
+
+    stream = not speech and sys.stdout.isatty() and (out is None or ext not in TEXT_FORMATS)
+    result = translate(
+        source, tgt_lang=args.tgt_lang, src_lang=args.src_lang, speech=speech, model=args.model,
+        speaker_id=args.speaker_id, num_beams=args.num_beams, preset=args.preset,
+        max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
+        progress=not args.quiet and is_audio, quantize=args.quantize, on_text=_streamer(stream),
+    )
+    if stream:
+        sys.stdout.write("\n")
+    elif out is None or ext in AUDIO_FORMATS:
+        print(result.text)
+    if out is not None:
+        result.save(out)
+        if speech:
+            log(f"Wrote {out} ({len(result.audio) / result.sample_rate:.2f} s of speech, 16 kHz).")
+        else:
+            log(f"Wrote {out}.")
+    return 0
+
+
+def cmd_transcribe(args) -> int:
+    from .api import Result, transcribe
+
+    log = _progress(args)
+    out = Path(args.output) if args.output else None
+    fmt = args.format
+    if fmt is None:
+        fmt = out.suffix.lower().lstrip(".") if out is not None and out.suffix.lower() in TEXT_FORMATS else "txt"
+    result = transcribe(
+        args.audio, lang=args.lang, model=args.model, num_beams=args.num_beams, preset=args.preset,
+        max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s, progress=not args.quiet,
+        quantize=args.quantize,
+    )
+    content = {
+        "txt": lambda r: r.text + "\n",
+        "srt": Result.to_srt,
+        "vtt": Result.to_vtt,
+        "json": lambda r: r.to_json() + "\n",
+    }[fmt](result)
+    if out is None:
+        sys.stdout.write(content)
+    else:
+        out.write_text(content, encoding="utf-8")
+        log(f"Wrote {out} ({len(result.segments)} segment{'s' if len(result.segments) != 1 else ''}).")
+    return 0
+
+
+def cmd_languages(args) -> int:
+    from .api import model_folder
+    from .config import GenerationConfig
+    from .processor import SeamlessM4TProcessor
+
+    folder = model_folder(args.model, convert_if_needed=False)
+    gen = GenerationConfig.from_pretrained(folder)
+    try:
+        text_in = set(SeamlessM4TProcessor.from_pretrained(folder).tokenizer.supported_languages)
+    except Exception:
+        text_in = set()
+    text_out = set(gen.text_decoder_lang_to_code_id)
+    speech_out = set(gen.vocoder_lang_code_to_id)
+    codes = sorted(text_in | text_out | speech_out)
+    yes = lambda b: "yes" if b else "-"  # noqa: E731
+    print(f"{'code':<6} {'text in':<8} {'text out':<9} {'speech in':<10} {'speech out'}")
+    for c in codes:
+        # The speech encoder takes no language tag: any recording can be the source; its language
+        # only needs to be one the model was trained on (see the model card).
+        print(f"{c:<6} {yes(c in text_in):<8} {yes(c in text_out):<9} {yes(c in text_out):<10} {yes(c in speech_out)}")
+    print(
+        f"\n{len(codes)} codes; text output {len(text_out)}, speech output {len(speech_out)}. Speech input needs no "
+        "language code (the speech encoder is language-agnostic).",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
+def _hint(e: BaseException) -> str:
+    from .loading import CheckpointError
+
+    msg = _one_line(e)
+    if isinstance(e, CheckpointError):
+        if "--model" not in msg:
+            msg += (" Pass --model /path/to/local/folder (a transformers SeamlessM4T-v2 checkpoint or a "
+                    "converted seamless-mlx folder).")
+    msg = msg.replace("generate_speech=False (CLI: --text)", "--text (or drop --speech/the .wav output)")
+    msg = msg.replace("src_lang is required", "--src-lang is required")
+    return msg
+
+
+def _error(msg: str, code: int) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "convert":
+        from .convert import main as convert_main
+
+        return convert_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    verbose = getattr(args, "verbose", False)
+    try:
+        if args.command == "translate":
+            return cmd_translate(args)
+        if args.command == "transcribe":
+            return cmd_transcribe(args)
+        if args.command == "languages":
+            return cmd_languages(args)
+        parser.error(f"unknown command {args.command!r}")
+    except KeyboardInterrupt:
+        return _error("interrupted.", 130)
+    except MemoryError:
+        if verbose:
+            traceback.print_exc()
+        return _error("out of memory. Try a quantized model with --quantize 4 (or --quantize 8), "
+                      "or shorter pieces with --max-segment-s 10.", 1)
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
+        if verbose:
+            traceback.print_exc()
+        return _error(_hint(e), 2)
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # noqa: BLE001 - the CLI's last resort
+        if verbose:
+            traceback.print_exc()
+            return _error(f"unexpected {type(e).__name__}: {_one_line(e)}", 1)
+        return _error(f"unexpected {type(e).__name__}: {_one_line(e)} (run with --verbose for the traceback)", 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
