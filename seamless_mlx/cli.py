@@ -222,8 +222,7 @@ def _hint(e: BaseException) -> str:
     msg = _one_line(e)
     if isinstance(e, CheckpointError):
         if "--model" not in msg:
-            msg += (" Pass --model /path/to/local/folder (a transformers SeamlessM4T-v2 checkpoint or a "
-                    "converted seamless-mlx folder).")
+            msg += " Use --model /path/to/local/folder (a transformers or converted seamless-mlx checkpoint)."
     msg = msg.replace("generate_speech=False (CLI: --text)", "--text (or drop --speech/the .wav output)")
     msg = msg.replace("src_lang is required", "--src-lang is required")
     return msg

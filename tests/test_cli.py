@@ -1,0 +1,341 @@
+"""The ``seamless-mlx`` command, driven as a user would: subprocesses, exit codes, files, messages."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SR = 16000
+FAST = ["--max-new-tokens", "4"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    e = dict(os.environ)
+    e.update(SEAMLESS_MLX_CACHE=str(cache), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONIOENCODING="utf-8")
+    return e
+
+
+@pytest.fixture(scope="module")
+def mlx_model(tiny_checkpoint, tmp_path_factory):
+    from seamless_mlx.convert import convert
+
+    return str(convert(tiny_checkpoint, tmp_path_factory.mktemp("conv") / "mlx"))
+
+
+@pytest.fixture(scope="module")
+def cli(env, mlx_model, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("work")
+
+    def run(*args, model=True, stdin=None):
+        argv = [sys.executable, "-m", "seamless_mlx.cli", *map(str, args)]
+        if model:
+            argv += ["--model", mlx_model]
+        return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, input=stdin, timeout=300)
+
+    run.cwd = cwd
+    return run
+
+
+@pytest.fixture(scope="module")
+def wav2s(cli):
+    p = cli.cwd / "two_seconds.wav"
+    t = np.arange(2 * SR) / SR
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    sf.write(p, x.astype(np.float32), SR)
+    return p
+
+
+def recording_60s(path, seed=0):
+    """Bursts of tones and noise separated by 0.5-1 s silences, ~60 s, written as a 16 kHz WAV."""
+    rng = np.random.default_rng(seed)
+    parts, pos = [], 0
+    while pos < 60 * SR:
+        n = int(rng.uniform(1.5, 5.0) * SR)
+        t = np.arange(n) / SR
+        tone = np.sin(2 * np.pi * rng.uniform(120, 800) * t) * 0.2
+        parts.append(tone + 0.05 * rng.standard_normal(n))
+        g = int(rng.uniform(0.5, 1.0) * SR)
+        parts.append(np.zeros(g))
+        pos += n + g
+    x = np.concatenate(parts).astype(np.float32)
+    sf.write(path, x, SR)
+    return len(x) / SR
+
+
+def error_line(r):
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("seamless-mlx: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------ success
+
+
+def test_text_to_text(cli):
+    r = cli("translate", "Hello world, how are you?", "--src-lang", "eng", "--tgt-lang", "fra", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_text_from_stdin_to_txt_file(cli):
+    out = cli.cwd / "t.txt"
+    r = cli("translate", "-", "--src-lang", "eng", "--tgt-lang", "deu", "-o", out, *FAST, stdin="Good morning")
+    assert r.returncode == 0, r.stderr
+    assert out.read_text(encoding="utf-8").strip()
+
+
+def test_seamless_preset(cli):
+    r = cli("translate", "Hello world", "--src-lang", "eng", "--tgt-lang", "spa", "--preset", "seamless", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_text_to_speech_wav(cli):
+    out = cli.cwd / "out.wav"
+    r = cli("translate", "Hello world", "--src-lang", "eng", "--tgt-lang", "fra", "-o", out, "--speaker-id", 2, *FAST)
+    assert r.returncode == 0, r.stderr
+    data, sr = sf.read(out)
+    assert sr == 16000 and data.ndim == 1 and len(data) > 0
+    assert r.stdout.strip()  # the text of the translation is printed too
+
+
+def test_audio_file_to_text(cli, wav2s):
+    r = cli("translate", wav2s, "--tgt-lang", "eng", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_audio_file_to_speech_flac(cli, wav2s):
+    out = cli.cwd / "s2st.flac"
+    r = cli("translate", wav2s, "--tgt-lang", "spa", "-o", out, "--quiet", *FAST)
+    assert r.returncode == 0, r.stderr
+    data, sr = sf.read(out)
+    assert sr == 16000 and len(data) > 0
+    assert r.stderr == ""
+
+
+def parse_srt(text):
+    blocks = [b for b in text.strip().split("\n\n") if b.strip()]
+    times = []
+    for i, b in enumerate(blocks, 1):
+        lines = b.splitlines()
+        assert lines[0] == str(i), b
+        m = re.fullmatch(r"(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)", lines[1])
+        assert m, lines[1]
+        g = [int(x) for x in m.groups()]
+        start = g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000
+        end = g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000
+        assert len(lines) >= 3 and lines[2].strip(), b
+        times.append((start, end))
+    return times
+
+
+def test_transcribe_long_recording_to_srt(cli):
+    path = cli.cwd / "long.wav"
+    total = recording_60s(path)
+    out = cli.cwd / "long.srt"
+    r = cli("transcribe", path, "--lang", "eng", "--format", "srt", "-o", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    times = parse_srt(out.read_text(encoding="utf-8"))
+    assert len(times) > 1
+    assert times[0][0] == 0.0
+    for (s, e), (s2, e2) in zip(times, times[1:]):
+        assert s < e <= s2 < e2
+    assert abs(times[-1][1] - total) < 0.01
+    assert all(e - s <= 15.0 + 1e-3 for s, e in times)
+
+
+def test_transcribe_json_and_vtt_to_stdout(cli, wav2s):
+    r = cli("transcribe", wav2s, "--lang", "eng", "--format", "json", *FAST)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["segments"][0]["start"] == 0.0 and abs(d["segments"][0]["end"] - 2.0) < 1e-3
+    r = cli("transcribe", wav2s, "--lang", "eng", "--format", "vtt", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("WEBVTT") and "00:00:00.000 --> 00:00:02.000" in r.stdout
+
+
+def test_languages(cli):
+    r = cli("languages")
+    assert r.returncode == 0, r.stderr
+    rows = {ln.split()[0]: ln.split()[1:] for ln in r.stdout.strip().splitlines()[1:]}
+    assert set(rows) == {"eng", "fra", "deu", "spa", "rus", "cmn", "arb", "hin"}
+    assert rows["fra"] == ["yes", "yes", "yes", "yes"]
+    assert rows["rus"][3] == "-"
+
+
+def test_hf_folder_is_converted_once_into_the_cache(cli, tiny_checkpoint, env):
+    r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--model", tiny_checkpoint, *FAST, model=False)
+    assert r.returncode == 0, r.stderr
+    assert "Converting" in r.stderr
+    cached = os.listdir(env["SEAMLESS_MLX_CACHE"])
+    assert len(cached) == 1 and cached[0].startswith("hf-")
+    r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--model", tiny_checkpoint, *FAST, model=False)
+    assert r.returncode == 0 and "Converting" not in r.stderr
+
+
+def test_python_module_help():
+    r = subprocess.run([sys.executable, "-m", "seamless_mlx.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "translate" in r.stdout and "transcribe" in r.stdout
+
+
+def test_convert_subcommand(cli, tiny_checkpoint):
+    out = cli.cwd / "converted"
+    r = cli("convert", "--hf-path", tiny_checkpoint, "--mlx-path", out, model=False)
+    assert r.returncode == 0, r.stderr
+    assert (out / "config.json").exists()
+    r = cli("convert", "--hf-path", tiny_checkpoint, "--mlx-path", out, model=False)
+    assert r.returncode == 2 and "--force" in r.stderr
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def test_unknown_language_lists_codes(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "xyz", *FAST))
+    assert "xyz" in msg and "fra" in msg and "eng" in msg
+
+
+def test_unknown_source_language(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "zzz", "--tgt-lang", "fra", *FAST))
+    assert "zzz" in msg and "eng" in msg
+
+
+def test_speech_for_text_only_language(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "rus", "--speech", "-o", "r.wav", *FAST))
+    assert "rus" in msg and "--text" in msg and "speech" in msg
+
+
+def test_speaker_id_out_of_range(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "-o", "s.wav", "--speaker-id", 99, *FAST))
+    assert "0..2" in msg and "99" in msg
+
+
+def test_missing_audio_file(cli):
+    msg = error_line(cli("translate", "no_such_file.wav", "--tgt-lang", "fra", *FAST))
+    assert "not found" in msg and "no_such_file.wav" in msg
+    msg = error_line(cli("transcribe", "no_such_file.flac", "--lang", "eng", *FAST))
+    assert "not found" in msg
+
+
+def test_corrupt_audio_file(cli):
+    p = cli.cwd / "corrupt.wav"
+    p.write_bytes(np.random.default_rng(0).bytes(4000))
+    msg = error_line(cli("translate", p, "--tgt-lang", "fra", *FAST))
+    assert "corrupt" in msg and "WAV" in msg
+
+
+def test_empty_audio_file(cli):
+    p = cli.cwd / "empty.wav"
+    sf.write(p, np.zeros(0, np.float32), SR)
+    msg = error_line(cli("transcribe", p, "--lang", "eng", *FAST))
+    assert "no samples" in msg or "empty" in msg
+
+
+def test_missing_src_lang_for_text(cli):
+    msg = error_line(cli("translate", "Hello there", "--tgt-lang", "fra", *FAST))
+    assert "--src-lang" in msg
+
+
+def test_speech_without_audio_output(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--speech", *FAST))
+    assert "--output" in msg and ".wav" in msg
+
+
+def test_nonexistent_model_folder(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra",
+                         "--model", "/nonexistent/folder", *FAST, model=False))
+    assert "/nonexistent/folder" in msg and "--model /path/to/local/folder" in msg
+
+
+def test_offline_hub_id(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra",
+                         "--model", "nobody-here/no-such-model", *FAST, model=False))
+    assert "nobody-here/no-such-model" in msg and "local folder" in msg
+    msg = error_line(cli("languages", "--model", "nobody-here/no-such-model", model=False))
+    assert "local folder" in msg
+
+
+def test_folder_without_config(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra",
+                         "--model", cli.cwd, *FAST, model=False))
+    assert "config.json" in msg
+
+
+def test_bad_config_json_is_one_line(cli, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json", encoding="utf-8")
+    r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--model", bad, *FAST, model=False)
+    error_line(r)
+    r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--model", bad, "--verbose", *FAST, model=False)
+    assert r.returncode == 2 and "Traceback" in r.stderr
+
+
+def test_unexpected_error_is_exit_1(monkeypatch, capsys):
+    from seamless_mlx import api, cli as cli_mod
+
+    def boom(*a, **k):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(api, "translate", boom)
+    assert cli_mod.main(["translate", "Hi", "--src-lang", "eng", "--tgt-lang", "fra"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "kaboom" in err and "--verbose" in err and "Traceback" not in err
+    assert cli_mod.main(["translate", "Hi", "--src-lang", "eng", "--tgt-lang", "fra", "--verbose"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_memory_error_suggests_quantization(monkeypatch, capsys):
+    from seamless_mlx import api, cli as cli_mod
+
+    def oom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(api, "translate", oom)
+    assert cli_mod.main(["translate", "Hi", "--src-lang", "eng", "--tgt-lang", "fra"]) == 1
+    assert "--quantize 4" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_streams_to_a_terminal(env, mlx_model):
+    master, slave = os.openpty()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "seamless_mlx.cli", "translate", "Hello world", "--src-lang", "eng",
+             "--tgt-lang", "fra", "--model", mlx_model, *FAST],
+            env=env, stdout=slave, stderr=subprocess.PIPE, timeout=120,
+        )
+        os.close(slave)
+        slave = None
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if slave is not None:
+            os.close(slave)
+        os.close(master)
+    assert r.returncode == 0, r.stderr
+    streamed = out.decode("utf-8", "replace").strip()
+    piped = subprocess.run(
+        [sys.executable, "-m", "seamless_mlx.cli", "translate", "Hello world", "--src-lang", "eng",
+         "--tgt-lang", "fra", "--model", mlx_model, *FAST],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert streamed == piped.stdout.strip() != ""

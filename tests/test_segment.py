@@ -1,0 +1,93 @@
+"""Pause-based segmentation of long recordings (numpy only)."""
+
+import numpy as np
+import pytest
+
+from seamless_mlx.segment import split_on_pauses
+
+SR = 16000
+
+
+def bursts(total_s=60.0, seed=0, gap=(0.5, 1.0), burst=(1.5, 6.0), noise_floor=0.0):
+    """Noise bursts separated by silences; returns (audio, [(gap_start, gap_end), ...])."""
+    rng = np.random.default_rng(seed)
+    parts, gaps, pos = [], [], 0
+    while pos < total_s * SR:
+        n = int(rng.uniform(*burst) * SR)
+        parts.append(0.3 * rng.standard_normal(n))
+        pos += n
+        g = int(rng.uniform(*gap) * SR)
+        parts.append(noise_floor * rng.standard_normal(g))
+        gaps.append((pos, pos + g))
+        pos += g
+    return np.concatenate(parts).astype(np.float32), gaps
+
+
+def check_cover(segs, n):
+    assert segs[0][0] == 0 and segs[-1][1] == n
+    for (a, b), (c, d) in zip(segs, segs[1:]):
+        assert b == c
+    assert all(b > a for a, b in segs)
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.003])
+def test_cuts_land_in_silences(floor):
+    audio, gaps = bursts(noise_floor=floor)
+    segs = split_on_pauses(audio, SR)
+    check_cover(segs, len(audio))
+    assert len(segs) >= 4
+    for _, cut in segs[:-1]:
+        assert any(a <= cut <= b for a, b in gaps), f"cut at {cut / SR:.2f}s is not in a pause"
+    for a, b in segs:
+        assert b - a <= 15 * SR
+
+
+def test_max_length_and_coverage_for_other_limits():
+    audio, _ = bursts(total_s=120, seed=3)
+    for max_s, min_s in [(15, 2), (8, 1), (5, 0.5)]:
+        segs = split_on_pauses(audio, SR, max_segment_s=max_s, min_segment_s=min_s)
+        check_cover(segs, len(audio))
+        assert max(b - a for a, b in segs) <= max_s * SR
+        assert all(b - a >= min_s * SR for a, b in segs[:-1])
+
+
+def test_no_pause_gives_hard_cuts_at_max():
+    rng = np.random.default_rng(1)
+    audio = (0.3 * rng.standard_normal(50 * SR)).astype(np.float32)
+    segs = split_on_pauses(audio, SR)
+    check_cover(segs, len(audio))
+    assert [b - a for a, b in segs[:-1]] == [15 * SR] * (len(segs) - 1)
+    assert len(segs) == 4
+
+
+def test_constant_tone_has_no_pause():
+    t = np.arange(40 * SR) / SR
+    audio = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    segs = split_on_pauses(audio, SR)
+    check_cover(segs, len(audio))
+    assert max(b - a for a, b in segs) <= 15 * SR
+
+
+def test_short_audio_is_one_segment():
+    audio, _ = bursts(total_s=18)
+    audio = audio[: 19 * SR]
+    assert split_on_pauses(audio, SR) == [(0, len(audio))]
+    assert split_on_pauses(np.zeros(10, np.float32), SR) == [(0, 10)]
+    assert split_on_pauses(np.zeros(0, np.float32), SR) == []
+
+
+def test_all_silence_is_covered():
+    audio = np.zeros(45 * SR, np.float32)
+    segs = split_on_pauses(audio, SR)
+    check_cover(segs, len(audio))
+    assert max(b - a for a, b in segs) <= 15 * SR
+
+
+def test_fast_on_an_hour():
+    import time
+
+    audio = np.random.default_rng(0).standard_normal(3600 * SR).astype(np.float32) * 0.1
+    t0 = time.time()
+    segs = split_on_pauses(audio, SR)
+    assert time.time() - t0 < 20
+    check_cover(segs, len(audio))
