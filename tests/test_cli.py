@@ -339,3 +339,38 @@ def test_streams_to_a_terminal(env, mlx_model):
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert streamed == piped.stdout.strip() != ""
+
+
+# ------------------------------------------------------------------------------------ examples
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def test_examples_run(cli, env, mlx_model, tiny_checkpoint, wav2s):
+    def ex(name, *args):
+        r = subprocess.run([sys.executable, os.path.join(EXAMPLES, name), *map(str, args)], env=env,
+                           cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, (name, r.stderr)
+        assert r.stdout.strip(), name
+        return r
+
+    m = ["--model", mlx_model, "--max-new-tokens", "4"]
+    ex("t2tt.py", *m)
+    ex("s2tt.py", *m, "--audio", wav2s)
+    ex("asr.py", *m, "--audio", wav2s)
+    ex("t2st.py", *m, "--output", cli.cwd / "ex_t2st.wav")
+    ex("s2st.py", *m, "--audio", wav2s, "--output", cli.cwd / "ex_s2st.wav")
+    assert sf.info(cli.cwd / "ex_t2st.wav").samplerate == 16000
+    folder = cli.cwd / "batch_in"
+    folder.mkdir()
+    sf.write(folder / "a.wav", sf.read(wav2s)[0], SR)
+    (folder / "b.txt").write_text("Hello world", encoding="utf-8")
+    ex("batch_translate_folder.py", folder, *m, "--tgt-lang", "fra", "--src-lang", "eng", "--speech",
+       "--out", cli.cwd / "batch_out")
+    assert sorted(p.name for p in (cli.cwd / "batch_out").iterdir()) == [
+        "a.fra.txt", "a.fra.wav", "b.fra.txt", "b.fra.wav"]
+    ex("quantized_export.py", "--model", tiny_checkpoint, "--bits", "8", "--out", cli.cwd / "q8")
+    long = cli.cwd / "long_ex.wav"
+    recording_60s(long, seed=1)
+    ex("long_form_subtitles.py", long, *m, "--lang", "eng", "-o", cli.cwd / "long_ex.srt")
+    assert len(parse_srt((cli.cwd / "long_ex.srt").read_text(encoding="utf-8"))) > 1

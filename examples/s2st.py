@@ -1,0 +1,34 @@
+"""Speech-to-speech translation with the transformers-style API.
+
+    python examples/s2st.py --audio talk.wav --tgt-lang fra --output talk_fr.wav
+"""
+
+import argparse
+
+from seamless_mlx import SeamlessM4Tv2ForSpeechToSpeech
+from seamless_mlx.audio import load_audio, save_wav
+from seamless_mlx.loading import resolve
+from seamless_mlx.processor import SeamlessM4TProcessor
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("--model", default="facebook/seamless-m4t-v2-large", help="converted/transformers folder or hub id")
+p.add_argument("--audio", required=True, help="audio file; keep it under ~15 s")
+p.add_argument("--tgt-lang", default="fra", help="must have speech output (see `seamless-mlx languages`)")
+p.add_argument("--speaker-id", type=int, default=0)
+p.add_argument("--max-new-tokens", type=int, default=256)
+p.add_argument("--output", default="s2st.wav")
+args = p.parse_args()
+
+folder = resolve(args.model)
+processor = SeamlessM4TProcessor.from_pretrained(folder)
+model = SeamlessM4Tv2ForSpeechToSpeech.from_pretrained(folder)  # no text-encoder weights loaded
+
+inputs = processor(audios=load_audio(args.audio), sampling_rate=16000, return_tensors="mlx")
+out = model.generate(
+    **inputs, tgt_lang=args.tgt_lang, speaker_id=args.speaker_id,
+    return_intermediate_token_ids=True, max_new_tokens=args.max_new_tokens,
+)
+n = int(out.waveform_lengths[0].item())
+save_wav(args.output, out.waveform[0, :n], sampling_rate=16000)
+print(processor.decode(out.sequences[0].tolist(), skip_special_tokens=True))
+print(f"wrote {args.output}: {n / 16000:.2f} s")
