@@ -368,13 +368,8 @@ def translate(
     tgt = _check_request(m, tgt_lang, speech, speaker_id)
 
     if audio is None:
-        inputs = processor(text=source, src_lang=src_lang.replace("__", ""), return_tensors="mlx")
-        inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
-        src_len = int(inputs["input_ids"].shape[1])
-        gen_kw = generation_kwargs(preset, src_len, num_beams, max_new_tokens)
-        text, wav = _translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text)
-        dur = len(wav) / SAMPLE_RATE if wav is not None else 0.0
-        return Result(text=text, audio=wav, segments=[Segment(0.0, dur, text)])
+        return _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, num_beams,
+                               max_new_tokens, on_text)
 
     from .segment import split_on_pauses
 
@@ -403,6 +398,41 @@ def translate(
     text = " ".join(s.text for s in segments if s.text)
     out_audio = np.concatenate(waves) if waves else (np.zeros(0, np.float32) if speech else None)
     return Result(text=text, audio=out_audio, segments=segments)
+
+
+def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, num_beams, max_new_tokens, on_text):
+    """Text is translated line by line (empty lines kept): a document piped in is not one giant
+    sentence truncated at ``max_new_tokens``; speech pieces are joined with 0.2 s silences."""
+    lines = source.strip("\n").split("\n")
+    out_lines: List[str] = []
+    segments: List[Segment] = []
+    waves: List[np.ndarray] = []
+    gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
+    t = 0.0
+    first = True
+    for line in lines:
+        if not line.strip():
+            out_lines.append("")
+            continue
+        if on_text is not None and not first:
+            on_text("\n")
+        first = False
+        inputs = processor(text=line.strip(), src_lang=src_lang.replace("__", ""), return_tensors="mlx")
+        inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+        src_len = int(inputs["input_ids"].shape[1])
+        gen_kw = generation_kwargs(preset, src_len, num_beams, max_new_tokens)
+        text, wav = _translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text)
+        out_lines.append(text)
+        dur = len(wav) / SAMPLE_RATE if wav is not None else 0.0
+        if wav is not None:
+            if waves:
+                waves.append(gap)
+                t += GAP_S
+            waves.append(wav)
+        segments.append(Segment(t, t + dur, text))
+        t += dur
+    audio = np.concatenate(waves) if waves else (np.zeros(0, np.float32) if speech else None)
+    return Result(text="\n".join(out_lines), audio=audio, segments=segments)
 
 
 def transcribe(audio, lang: str, **kw) -> Result:

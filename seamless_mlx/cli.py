@@ -260,6 +260,14 @@ def main(argv=None) -> int:
             traceback.print_exc()
         return _error("out of memory. Try a quantized model with --quantize 4 (or --quantize 8), "
                       "or shorter pieces with --max-segment-s 10.", 1)
+    except RuntimeError as e:
+        if verbose:
+            traceback.print_exc()
+        msg = _one_line(e)
+        if any(k in msg.lower() for k in ("malloc", "out of memory", "outofmemory", "memory limit")):
+            return _error(f"out of memory ({msg}). Try a quantized model with --quantize 4 (or --quantize 8), "
+                          "or shorter pieces with --max-segment-s 10.", 1)
+        return _error(f"unexpected RuntimeError: {msg}" + ("" if verbose else " (run with --verbose for the traceback)"), 1)
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
         if verbose:
             traceback.print_exc()

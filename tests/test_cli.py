@@ -178,7 +178,7 @@ def test_hf_folder_is_converted_once_into_the_cache(cli, tiny_checkpoint, env):
     r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--model", tiny_checkpoint, *FAST, model=False)
     assert r.returncode == 0, r.stderr
     assert "Converting" in r.stderr
-    cached = os.listdir(env["SEAMLESS_MLX_CACHE"])
+    cached = [n for n in os.listdir(env["SEAMLESS_MLX_CACHE"]) if not n.endswith(("-q4", "-q8"))]
     assert len(cached) == 1 and cached[0].startswith("hf-")
     r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--model", tiny_checkpoint, *FAST, model=False)
     assert r.returncode == 0 and "Converting" not in r.stderr
@@ -374,3 +374,76 @@ def test_examples_run(cli, env, mlx_model, tiny_checkpoint, wav2s):
     recording_60s(long, seed=1)
     ex("long_form_subtitles.py", long, *m, "--lang", "eng", "-o", cli.cwd / "long_ex.srt")
     assert len(parse_srt((cli.cwd / "long_ex.srt").read_text(encoding="utf-8"))) > 1
+
+
+# ------------------------------------------------------------------------------------ high-level API
+
+
+@pytest.fixture()
+def api_env(monkeypatch, tmp_path):
+    from seamless_mlx import api
+
+    monkeypatch.setenv("SEAMLESS_MLX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    api.get_model.cache_clear()
+    yield api
+    api.get_model.cache_clear()
+
+
+def test_api_long_array_with_speech(api_env, mlx_model, tmp_path):
+    api = api_env
+    recording_60s(tmp_path / "r.wav", seed=2)
+    audio = sf.read(tmp_path / "r.wav", dtype="float32")[0]
+    r = api.translate(audio, "fra", speech=True, model=mlx_model, max_new_tokens=4, speaker_id=1)
+    assert len(r.segments) > 1 and r.sample_rate == 16000
+    assert r.text == " ".join(s.text for s in r.segments if s.text)
+    assert r.segments[0].start == 0 and abs(r.segments[-1].end - len(audio) / SR) < 1e-6
+    # pieces joined with 0.2 s silences
+    assert r.audio.dtype == np.float32 and len(r.audio) > (len(r.segments) - 1) * int(0.2 * SR)
+    for ext in ("txt", "srt", "vtt", "json", "wav", "flac"):
+        r.save(tmp_path / f"o.{ext}")
+    assert json.loads((tmp_path / "o.json").read_text())["segments"][1]["start"] > 0
+    assert sf.info(tmp_path / "o.flac").frames == len(r.audio)
+    with pytest.raises(ValueError, match=".srt"):
+        r.save(tmp_path / "o.docx")
+
+
+def test_api_text_lines_transcribe_and_cache(api_env, mlx_model, wav2s, tmp_path):
+    api = api_env
+    r = api.translate("Hello world\n\nGood morning", "deu", src_lang="eng", model=mlx_model, max_new_tokens=4)
+    assert r.audio is None and len(r.segments) == 2 and r.text.count("\n") == 2
+    with pytest.raises(ValueError, match="no speech"):
+        r.save(tmp_path / "x.wav")
+    with pytest.raises(ValueError, match="src_lang"):
+        api.translate("Hello", "fra", model=mlx_model)
+    t = api.transcribe(str(wav2s), "eng", model=mlx_model, max_new_tokens=4)
+    assert len(t.segments) == 1 and t.segments[0].end == pytest.approx(2.0)
+    assert api.get_model(mlx_model, "s2tt") is api.get_model(mlx_model, "s2tt")  # cached per process
+    pieces = []
+    s = api.translate("Hello world", "fra", src_lang="eng", model=mlx_model, max_new_tokens=4, on_text=pieces.append)
+    assert "".join(pieces).strip() == s.text
+
+
+def test_api_presets():
+    from seamless_mlx.api import PRESETS, generation_kwargs
+
+    assert PRESETS["transformers"] == {}
+    assert generation_kwargs("transformers", 10) == {}
+    kw = generation_kwargs("seamless", 10)
+    assert kw == {"num_beams": 5, "no_repeat_ngram_size": 4, "max_new_tokens": 210}
+    assert generation_kwargs("seamless", 5000)["max_new_tokens"] == 1024
+    assert generation_kwargs("seamless", 10, num_beams=2, max_new_tokens=7)["num_beams"] == 2
+    with pytest.raises(ValueError, match="seamless"):
+        generation_kwargs("fast", 10)
+
+
+def test_cli_quantize_caches_a_quantized_copy(cli, tiny_checkpoint, env):
+    r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--model", tiny_checkpoint,
+            "--quantize", "4", *FAST, model=False)
+    assert r.returncode == 0, r.stderr
+    assert "4-bit" in r.stderr
+    names = os.listdir(env["SEAMLESS_MLX_CACHE"])
+    q = [n for n in names if n.endswith("-q4")]
+    assert len(q) == 1
+    cfg = json.loads(open(os.path.join(env["SEAMLESS_MLX_CACHE"], q[0], "config.json")).read())
+    assert cfg["quantization"]["bits"] == 4
