@@ -18,13 +18,17 @@ Decoding presets (``preset=``):
 
 * ``"transformers"`` - the checkpoint's ``generation_config.json``, exactly what transformers'
   ``generate`` does with no extra arguments (greedy for the released checkpoints).
-* ``"seamless"`` - the text decoding of seamless_communication's ``m4t_predict``: beam search
-  with 5 beams, ``no_repeat_ngram_size=4`` and a length limit of ``max_len_a * src_len +
-  max_len_b`` with ``max_len_a=1``, ``max_len_b=200`` where ``src_len`` is the encoder output
-  length (source tokens for text, ~6.25 encoder frames per second for speech), capped at 1024
-  new tokens.  seamless_communication's unknown-token blocking (``--text-unk-blocking``, off by
-  default there) is not implemented.  The speech part is unaffected: v2's text-to-unit model is
-  non-autoregressive, so there is no unit beam search to configure.
+* ``"seamless"`` - the text decoding of seamless_communication's ``m4t_predict`` defaults: beam
+  search with 5 beams (``--text_generation_beam_size 5``) and a length limit of
+  ``max_len_a * src_len + max_len_b`` with ``max_len_a=1``, ``max_len_b=200``, where ``src_len``
+  is the encoder output length (source tokens for text, ~6.25 encoder frames per second of
+  speech: 50 Hz stacked features / adaptor stride 8), applied here as ``max_new_tokens`` and
+  capped at 1024.  No n-gram blocking: ``m4t_predict``'s ``--no_repeat_ngram_size 4`` only acts
+  with ``--text_generation_ngram_blocking``, which is off by default (pass
+  ``no_repeat_ngram_size=4`` / ``--no-repeat-ngram-size 4`` to get it).  Its unknown-token blocking
+  (``--text_unk_blocking``, also off by default) is not implemented.  The speech part is
+  unaffected: v2's text-to-unit model is non-autoregressive, so the unit beam-search options of
+  ``m4t_predict`` do not apply.
 """
 
 from __future__ import annotations
@@ -50,7 +54,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "transformers": {},
     "seamless": {
         "num_beams": 5,
-        "no_repeat_ngram_size": 4,
         # max_new_tokens = min(max_len_cap, int(max_len_a * src_len + max_len_b)), see module doc
         "max_len_a": 1.0,
         "max_len_b": 200,
@@ -277,7 +280,7 @@ def _check_request(model, tgt_lang: str, speech: bool, speaker_id: int):
     return tgt
 
 
-def generation_kwargs(preset: str, src_len: int, num_beams=None, max_new_tokens=None) -> Dict[str, Any]:
+def generation_kwargs(preset: str, src_len: int, num_beams=None, max_new_tokens=None, no_repeat_ngram_size=None) -> Dict[str, Any]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     p = dict(PRESETS[preset])
@@ -290,6 +293,8 @@ def generation_kwargs(preset: str, src_len: int, num_beams=None, max_new_tokens=
         kw["num_beams"] = int(num_beams)
     if max_new_tokens is not None:
         kw["max_new_tokens"] = int(max_new_tokens)
+    if no_repeat_ngram_size:
+        kw["no_repeat_ngram_size"] = int(no_repeat_ngram_size)
     return kw
 
 
@@ -336,6 +341,7 @@ def translate(
     progress: bool = False,
     quantize: Optional[int] = None,
     on_text: Optional[Callable[[str], None]] = None,
+    no_repeat_ngram_size: Optional[int] = None,
 ) -> Result:
     """Translate text, an audio file or a 16 kHz waveform into ``tgt_lang`` text (and speech).
 
@@ -352,6 +358,7 @@ def translate(
         progress: show a progress bar over the pieces of a long recording.
         quantize: 4 or 8 to use (and create on first use) a quantized copy of the model.
         on_text: called with text as it is produced (per token for greedy text output).
+        no_repeat_ngram_size: forbid repeating n-grams of this size in the text (0/None: off).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
@@ -367,9 +374,9 @@ def translate(
     m, processor = get_model(str(model), task, quantize)
     tgt = _check_request(m, tgt_lang, speech, speaker_id)
 
+    decoding = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
     if audio is None:
-        return _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, num_beams,
-                               max_new_tokens, on_text)
+        return _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text)
 
     from .segment import split_on_pauses
 
@@ -386,7 +393,7 @@ def translate(
         feats = processor(audios=audio[a:b], sampling_rate=SAMPLE_RATE, return_tensors="mlx")
         inputs = {"input_features": feats["input_features"], "attention_mask": feats.get("attention_mask")}
         src_len = math.ceil(int(inputs["input_features"].shape[1]) / 8)
-        gen_kw = generation_kwargs(preset, src_len, num_beams, max_new_tokens)
+        gen_kw = generation_kwargs(preset, src_len, **decoding)
         if on_text is not None and i > 0:
             on_text(" ")
         text, wav = _translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text)
@@ -400,7 +407,7 @@ def translate(
     return Result(text=text, audio=out_audio, segments=segments)
 
 
-def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, num_beams, max_new_tokens, on_text):
+def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text):
     """Text is translated line by line (empty lines kept): a document piped in is not one giant
     sentence truncated at ``max_new_tokens``; speech pieces are joined with 0.2 s silences."""
     lines = source.strip("\n").split("\n")
@@ -420,7 +427,7 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
         inputs = processor(text=line.strip(), src_lang=src_lang.replace("__", ""), return_tensors="mlx")
         inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
         src_len = int(inputs["input_ids"].shape[1])
-        gen_kw = generation_kwargs(preset, src_len, num_beams, max_new_tokens)
+        gen_kw = generation_kwargs(preset, src_len, **decoding)
         text, wav = _translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text)
         out_lines.append(text)
         dur = len(wav) / SAMPLE_RATE if wav is not None else 0.0

@@ -42,7 +42,9 @@ def _add_common(p):
     p.add_argument("--max-new-tokens", type=int, default=None, help="limit on generated text tokens")
     p.add_argument("--preset", choices=("transformers", "seamless"), default="transformers",
                    help="decoding defaults: the checkpoint's generation config, or seamless_communication's "
-                        "m4t_predict (5 beams, no_repeat_ngram_size=4, length 1*src+200)")
+                        "m4t_predict (5 beams, at most 1*source length+200 tokens)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None,
+                   help="forbid repeated n-grams of this size in the text (m4t_predict uses 4 when blocking is on)")
     p.add_argument("--max-segment-s", type=float, default=15.0,
                    help="long recordings are cut at pauses into pieces of at most this many seconds")
     _add_model_args(p)
@@ -138,6 +140,7 @@ def cmd_translate(args) -> int:
         speaker_id=args.speaker_id, num_beams=args.num_beams, preset=args.preset,
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
         progress=not args.quiet and is_audio, quantize=args.quantize, on_text=_streamer(stream),
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     if stream:
         sys.stdout.write("\n")
@@ -163,7 +166,7 @@ def cmd_transcribe(args) -> int:
     result = transcribe(
         args.audio, lang=args.lang, model=args.model, num_beams=args.num_beams, preset=args.preset,
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s, progress=not args.quiet,
-        quantize=args.quantize,
+        quantize=args.quantize, no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     content = {
         "txt": lambda r: r.text + "\n",

@@ -95,7 +95,8 @@ def test_text_from_stdin_to_txt_file(cli):
 
 
 def test_seamless_preset(cli):
-    r = cli("translate", "Hello world", "--src-lang", "eng", "--tgt-lang", "spa", "--preset", "seamless", *FAST)
+    r = cli("translate", "Hello world", "--src-lang", "eng", "--tgt-lang", "spa", "--preset", "seamless",
+            "--no-repeat-ngram-size", "2", *FAST)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
 
@@ -430,7 +431,8 @@ def test_api_presets():
     assert PRESETS["transformers"] == {}
     assert generation_kwargs("transformers", 10) == {}
     kw = generation_kwargs("seamless", 10)
-    assert kw == {"num_beams": 5, "no_repeat_ngram_size": 4, "max_new_tokens": 210}
+    assert kw == {"num_beams": 5, "max_new_tokens": 210}  # m4t_predict: n-gram blocking off by default
+    assert generation_kwargs("seamless", 10, no_repeat_ngram_size=4)["no_repeat_ngram_size"] == 4
     assert generation_kwargs("seamless", 5000)["max_new_tokens"] == 1024
     assert generation_kwargs("seamless", 10, num_beams=2, max_new_tokens=7)["num_beams"] == 2
     with pytest.raises(ValueError, match="seamless"):
