@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{translate,transcribe,convert,languages}")
 
     t = sub.add_parser("translate", help="translate text, stdin or an audio file into text or speech")
-    t.add_argument("input", help="text to translate, '-' for stdin, or an audio file")
+    t.add_argument("input", help="text to translate, '-' for stdin, a .txt file, or an audio file")
     t.add_argument("--tgt-lang", required=True, help="target language code, e.g. fra (see `seamless-mlx languages`)")
     t.add_argument("--src-lang", default=None, help="source language of text input, e.g. eng")
     mode = t.add_mutually_exclusive_group()
@@ -124,6 +124,12 @@ def cmd_translate(args) -> int:
 
     if args.input == "-":
         source = sys.stdin.read()
+        is_audio = False
+    elif os.path.isdir(args.input):
+        raise UsageError(f"{args.input!r} is a folder; pass one audio file (examples/batch_translate_folder.py "
+                         "translates a whole folder).")
+    elif os.path.isfile(args.input) and Path(args.input).suffix.lower() in (".txt", ".md"):
+        source = Path(args.input).read_text(encoding="utf-8")  # a text file: translate its lines
         is_audio = False
     else:
         source = args.input

@@ -449,3 +449,26 @@ def test_cli_quantize_caches_a_quantized_copy(cli, tiny_checkpoint, env):
     assert len(q) == 1
     cfg = json.loads(open(os.path.join(env["SEAMLESS_MLX_CACHE"], q[0], "config.json")).read())
     assert cfg["quantization"]["bits"] == 4
+
+
+def test_default_hub_model_works_offline_once_cached(tmp_path, mlx_model, env):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(mlx_model, cache / "seamless-m4t-v2-large")
+    e = dict(env, SEAMLESS_MLX_CACHE=str(cache))
+    r = subprocess.run([sys.executable, "-m", "seamless_mlx.cli", "translate", "Hello", "--src-lang", "eng",
+                        "--tgt-lang", "fra", *FAST], env=e, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_text_file_and_folder_inputs(cli):
+    p = cli.cwd / "notes.txt"
+    p.write_text("Hello world\nGood night\n", encoding="utf-8")
+    r = cli("translate", p, "--src-lang", "eng", "--tgt-lang", "fra", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 2
+    d = cli.cwd / "a_folder"
+    d.mkdir(exist_ok=True)
+    assert "folder" in error_line(cli("translate", d, "--tgt-lang", "fra", *FAST))
