@@ -1,21 +1,21 @@
 """seamless-mlx vs transformers on a full-size (v2-large shapes) random-weight checkpoint.
 
-    python benchmarks/run.py             # everything (about 20 minutes on 2 cores)
-    python benchmarks/run.py --quick     # T2TT and S2TT 10 s only
-    python benchmarks/run.py --rows t2tt,s2st --frameworks mlx-fp32,transformers
+    python benchmarks/run.py                  # everything (about 30 minutes on 2 cores)
+    python benchmarks/run.py --quick          # T2TT and S2TT 10 s only, no memory sections
+    python benchmarks/run.py --rows t2tt,s2st-10s --frameworks transformers,mlx-fp32
+    python benchmarks/run.py --skip-build     # never build/convert: use benchmarks/.cache as is
 
-1. builds once (cached in benchmarks/.cache/full-hf) a random checkpoint with
-   ``SeamlessM4Tv2Config()`` shapes and the 256102-token vocabulary, through tests/checkpoints.py;
-2. converts it to MLX: fp32, and 8-/4-bit (group size 64);
-3. times each framework x task in its own process (loading torch next to MLX slows MKL down
-   several times, so the two never share a process), on identical inputs, with the output length
-   forced (``min_new_tokens = max_new_tokens = 32``) so both do the same work: one warm-up call,
-   then best of N.
+1. builds once, in a subprocess, a random checkpoint with ``SeamlessM4Tv2Config()`` shapes and the
+   256102-token vocabulary (tests/checkpoints.py; ~9 GB in benchmarks/.cache/full-hf);
+2. converts it with seamless_mlx's converter, each in a subprocess: fp32, 8-bit and 4-bit
+   (group size 64);
+3. times every framework x task in its own process (see benchmarks/_worker.py; importing torch
+   next to MLX slows MKL ~6x, so the two never share one) on identical inputs with the output
+   length forced (``min_new_tokens = max_new_tokens = 32``): one warm-up call, then best of N;
+4. adds the MLX decode step against the memory-bandwidth floor, T2TT under each BLAS, the
+   per-phase profile of every row, and (``--memory``, on by default) the peak-memory sections.
 
-Reported per row: seconds, text tokens/s, real-time factor for speech (seconds of audio in or
-out per second of compute: > 1 is faster than real time), the process's peak RSS, the bytes of
-weights the task class holds, and the speed-up over transformers.  Also: MLX's decode-step time
-against the memory-bandwidth floor, and T2TT under each BLAS MLX can use on Linux.
+Writes benchmarks/results/<date>.json and prints markdown tables.  See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -34,310 +34,418 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = HERE / ".cache"
 HF = CACHE / "full-hf"
+sys.path.insert(0, str(HERE))
+from _worker import ROWS  # noqa: E402  (imports nothing heavy)
+
 TOKENS = 32
-TGT = "fra"
-ROWS = {
-    # name: (task class suffix, input kind, audio seconds)
-    "t2tt": ("TextToText", "text", 0),
-    "s2tt-10s": ("SpeechToText", "speech", 10),
-    "s2tt-60s": ("SpeechToText", "speech", 60),
-    "t2st": ("TextToSpeech", "text", 0),
-    "s2st-10s": ("SpeechToSpeech", "speech", 10),
-}
-REPEATS = {"s2tt-60s": 1}  # ~2 minutes a call in transformers: one timed call after no warm-up
 FRAMEWORKS = ["transformers", "mlx-fp32", "mlx-q8", "mlx-q4"]
-QUANT_ROWS = ("t2tt",)  # MLX CPU quantized matmuls are slow (see README); speech rows would take minutes each
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory (VmHWM).  Not ru_maxrss: a child started from a big
-    parent inherits the parent's maximum through fork, which would hide the child's own."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+QUANT = {"mlx-q8": 8, "mlx-q4": 4}
+# Quantized rows: MLX's CPU quantized matmul kernels are single-threaded and not BLAS-backed
+# (8-bit mat-vec ~5x, 500-row matmul ~50x slower than fp32 MKL), so the quantized models are
+# slower than fp32 on Linux; only T2TT is timed by default (S2TT 10 s takes ~2 minutes a call).
+QUANT_ROWS = ("t2tt",)
+# (repeats, warm-up) per row; warm-up "short" = one 4-token call on <= 5 s of audio
+REPEATS = {"s2tt-10s": (2, True), "s2st-10s": (2, True), "s2tt-60s": (1, "short")}
+QUANT_REPEATS = (1, "short")
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"
+ENCODER_SECONDS = "30,120"
 
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-# ----------------------------------------------------------------------------- inputs
-def make_inputs(kind: str, seconds: float):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    if kind == "text":
-        return {"ids": rng.integers(4, 200, size=(1, 20))}
-    t = np.arange(int(16000 * seconds)) / 16000
-    audio = 0.3 * np.sin(2 * np.pi * 200 * t) * (1 + np.sin(2 * np.pi * 2 * t)) + 0.05 * rng.standard_normal(t.size)
-    return {"audio": audio.astype(np.float32)}
+def mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
-def timed(fn, repeats: int, warmup: bool):
-    if warmup:
-        fn()
-    best = float("inf")
-    out = None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+def load_average() -> float:
+    return os.getloadavg()[0]
 
 
-# ----------------------------------------------------------------------------- workers
-def worker_mlx(folder: str, row: str, repeats: int, tokens: int):
-    import seamless_mlx as sm  # before mlx.core: picks the fast BLAS
-    import mlx.core as mx
-    from seamless_mlx import _blas
-    from seamless_mlx.audio import SeamlessM4TFeatureExtractor
-
-    suffix, kind, seconds = ROWS[row]
-    cls = getattr(sm, f"SeamlessM4Tv2For{suffix}")
-    t = time.perf_counter()
-    model = cls.from_pretrained(folder)
-    load_s = time.perf_counter() - t
-    data = make_inputs(kind, seconds)
-    if kind == "text":
-        inputs = {"input_ids": mx.array(data["ids"])}
-    else:
-        f = SeamlessM4TFeatureExtractor()(data["audio"], sampling_rate=16000, return_tensors="mlx")
-        inputs = {"input_features": f["input_features"], "attention_mask": f["attention_mask"]}
-
-    def run():
-        out = model.generate(**inputs, tgt_lang=TGT, max_new_tokens=tokens, min_new_tokens=tokens)
-        mx.eval(out[0])
-        return out
-
-    secs, out = timed(run, repeats, warmup=seconds < 60)
-    res = {"seconds": secs, "load_s": load_s, "blas": _blas.loaded or "reference"}
-    if suffix.endswith("Speech"):
-        res["audio_out_s"] = int(out.waveform_lengths[0].item()) / 16000
-    if row == "t2tt":
-        # decode-step time: the difference between a long and a short forced output
-        short = tokens // 4
-        s_short, _ = timed(
-            lambda: mx.eval(model.generate(**inputs, tgt_lang=TGT, max_new_tokens=short, min_new_tokens=short)[0]),
-            repeats,
-            warmup=False,
+# ----------------------------------------------------------------------------- models
+def ensure_models(frameworks, skip_build: bool):
+    folders = {"transformers": HF}
+    if not (HF / "config.json").exists():
+        if skip_build:
+            raise SystemExit(f"--skip-build: {HF} is missing")
+        free = os.statvfs(CACHE.parent).f_bavail * os.statvfs(CACHE.parent).f_frsize if CACHE.parent.exists() else 0
+        log(f"building the full-size random checkpoint in {HF} (~9 GB; {free / 1e9:.0f} GB free) ...")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        code = (
+            f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from checkpoints import build_checkpoint; "
+            f"build_checkpoint({str(HF)!r}, seed=0, full_size=True, overrides={{'vocab_size': 256102}})"
         )
-        res["step_s"] = (secs - s_short) / (tokens - short)
-        # bytes a step reads: decoder weights (without cross-attention K/V, computed once) + LM head
-        from mlx.utils import tree_flatten
-
-        params = dict(tree_flatten(model.parameters()))
-        res["peak_rss"] = peak_rss()  # before the 1 GiB probe
-        res["step_bytes"] = sum(
-            v.nbytes
-            for k, v in params.items()
-            if k.startswith(("text_decoder.", "shared."))
-            and ".cross_attention.k_proj" not in k
-            and ".cross_attention.v_proj" not in k
-        )
-        w = mx.random.normal((1 << 14, 1 << 14))  # 1 GiB, read once per product
-        x = mx.random.normal((1, 1 << 14))
-        mx.eval(w, x)
-        mx.eval(x @ w.T)
-        t = time.perf_counter()
-        for _ in range(5):
-            mx.eval(x @ w.T)
-        res["bandwidth_Bps"] = 5 * w.nbytes / (time.perf_counter() - t)
-    res.setdefault("peak_rss", peak_rss())
-    return res
-
-
-def worker_hf(folder: str, row: str, repeats: int, tokens: int):
-    import torch
-    import transformers
-
-    torch.set_num_threads(os.cpu_count())
-    suffix, kind, seconds = ROWS[row]
-    cls = getattr(transformers, f"SeamlessM4Tv2For{suffix}")
-    t = time.perf_counter()
-    model = cls.from_pretrained(folder).eval()
-    load_s = time.perf_counter() - t
-    data = make_inputs(kind, seconds)
-    if kind == "text":
-        inputs = {"input_ids": torch.tensor(data["ids"])}
-    else:
-        fe = transformers.SeamlessM4TFeatureExtractor()
-        f = fe(data["audio"], sampling_rate=16000, return_tensors="pt")
-        inputs = {"input_features": f["input_features"], "attention_mask": f["attention_mask"]}
-
-    def run():
-        with torch.inference_mode():
-            return model.generate(**inputs, tgt_lang=TGT, max_new_tokens=tokens, min_new_tokens=tokens)
-
-    secs, out = timed(run, repeats, warmup=seconds < 60)
-    res = {"seconds": secs, "load_s": load_s, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    if suffix.endswith("Speech"):
-        res["audio_out_s"] = int(out[1].reshape(-1)[0]) / 16000
-    res["peak_rss"] = peak_rss()
-    return res
+        subprocess.run([sys.executable, "-c", code], check=True)  # a subprocess: its ~9 GB are freed
+    for fw in frameworks:
+        if not fw.startswith("mlx"):
+            continue
+        folder = CACHE / fw
+        if not (folder / "config.json").exists():
+            if skip_build:
+                log(f"--skip-build: {folder} is missing, {fw} skipped")
+                continue
+            kw = {"force": True}
+            if fw in QUANT:
+                kw.update(quantize=True, q_bits=QUANT[fw], q_group_size=64)
+            log(f"converting to {folder.name} {kw} ...")
+            code = (
+                f"import sys; sys.path.insert(0, {str(ROOT)!r}); from seamless_mlx.convert import convert; "
+                f"convert({str(HF)!r}, {str(folder)!r}, **{kw!r})"
+            )
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if p.returncode != 0:
+                log(f"conversion to {fw} FAILED, its rows are skipped:\n{p.stderr[-2000:]}")
+                continue
+        folders[fw] = folder
+    return folders
 
 
-# ----------------------------------------------------------------------------- driver
-def task_weight_bytes(folder: Path, row: str) -> int:
+def worker(spec, env=None, timeout=1500):
+    """Run one measurement in a fresh process; returns its JSON result or {"error": ...}."""
+    cmd = [sys.executable, str(HERE / "_worker.py"), json.dumps(spec)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if p.returncode != 0:
+        tail = p.stderr.strip().splitlines()[-1:] or [f"exit status {p.returncode}"]
+        if p.returncode < 0:
+            tail = [f"killed by signal {-p.returncode} (out of memory?)"]
+        return {"error": tail[0], "stderr": p.stderr[-3000:]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def weight_bytes(folder: Path, prefixes) -> int:
+    """Bytes of the weights under ``prefixes`` in a folder (safetensors headers only)."""
     index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
-    from safetensors import safe_open  # header only, no tensor data
+    total = 0
+    for shard in sorted(set(index.values())):
+        with open(folder / shard, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        for k, v in header.items():
+            if k != "__metadata__" and k.startswith(prefixes):
+                total += v["data_offsets"][1] - v["data_offsets"][0]
+    return total
 
-    comps = {
+
+# ----------------------------------------------------------------------------- formatting
+def gb(x):
+    return f"{x / 1e9:.2f} GB" if x else "-"
+
+
+def fmt_main(results, tokens):
+    lines = [
+        "| task | framework | seconds | runs | new tokens | tokens/s | audio in / out | x real time | peak RSS | transformers / this |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, fws in results.items():
+        base = fws.get("transformers", {}).get("seconds")
+        audio_in = ROWS[row][2]
+        for fw, r in fws.items():
+            if "error" in r:
+                lines.append(f"| {row} | {fw} | failed: {r['error'][:80]} | | | | | | | |")
+                continue
+            out_s = r.get("audio_out_s")
+            audio = f"{audio_in or '-'} s / {out_s:.2f} s" if out_s is not None else (f"{audio_in} s / -" if audio_in else "-")
+            xrt = out_s / r["seconds"] if out_s else (audio_in / r["seconds"] if audio_in else None)
+            xrt_s = "-" if xrt is None else f"{xrt:.2f} ({'out' if out_s else 'in'})"
+            ratio = f"**{base / r['seconds']:.2f}x**" if base and fw != "transformers" else "-"
+            lines.append(
+                f"| {row} | {fw} | {r['seconds']:.2f} | {len(r['times'])} | {r['new_tokens']} | "
+                f"{r['new_tokens'] / r['seconds']:.1f} | {audio} | {xrt_s} | {gb(r['peak_rss'])} | {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def fmt_profile(results):
+    lines = [
+        "| task | framework | encode s | text decode s | per token ms | T2U s (transformers: incl. its extra decoder pass) | vocoder s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row, fws in results.items():
+        for fw, r in fws.items():
+            p = r.get("profile")
+            if not p:
+                continue
+            if fw == "transformers":
+                enc = p.get("text_encoder_s", p.get("speech_encoder_s", 0))
+                extra = p.get("text_decoder_extra_pass_s", 0)
+                dec = p.get("text_decoder_s", 0) - extra + p.get("lm_head_s", 0)
+                per = f"{dec / max(p.get('lm_head_calls', 1), 1) * 1e3:.0f}"
+                t2u = None if "t2u_model_s" not in p else p["t2u_model_s"] + extra
+                voc = p.get("vocoder_s")
+            else:
+                enc, dec, per = p["encode_s"], p["text_decode_s"], f"{p['per_token_s'] * 1e3:.0f}"
+                t2u, voc = p.get("t2u_s"), p.get("vocoder_s")
+            f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {row} | {fw} | {enc:.2f} | {dec:.2f} | {per} | {f(t2u)} | {f(voc)} |")
+    return "\n".join(lines)
+
+
+def fmt_step(results):
+    t2 = results.get("t2tt", {})
+    probe = t2.get("mlx-fp32", {})
+    if "bandwidth_matvec_Bps" not in probe:
+        return ""
+    bw1, bw2 = probe["bandwidth_matvec_Bps"], probe.get("bandwidth_matvec_split_Bps", 0)
+    lines = [
+        f"Bandwidth: {bw1 / 1e9:.1f} GB/s for one 1 GiB fp32 mat-vec (MKL runs it on one core), "
+        f"{bw2 / 1e9:.1f} GB/s with its rows split over one CPU stream per core, "
+        f"{probe['bandwidth_copy_Bps'] / 1e9:.1f} GB/s for a numpy copy (read + write). Floor = bytes of "
+        "`text_decoder` + `shared` (tied LM head) / bandwidth; in brackets without the cross-attention K/V "
+        "projections, which run once per source, not per token.",
+        "",
+        "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms, 1 core | floor ms, all cores | step / floor (all cores) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fw in ("mlx-fp32", "mlx-q8", "mlx-q4"):
+        r = t2.get(fw, {})
+        if "step_s" not in r:
+            continue
+        b, b_nokv = r["step_bytes"], r["step_bytes_no_cross_kv"]
+        lines.append(
+            f"| {fw} | {r['step_s'] * 1e3:.0f} | {r['step_layers_s'] * 1e3:.0f} + {r['step_lm_head_s'] * 1e3:.0f} | "
+            f"{b / 1e9:.2f} GB ({b_nokv / 1e9:.2f}) | {b / bw1 * 1e3:.0f} ({b_nokv / bw1 * 1e3:.0f}) | "
+            + (f"{b / bw2 * 1e3:.0f} ({b_nokv / bw2 * 1e3:.0f}) | {r['step_s'] / (b / bw2):.2f}x ({r['step_s'] / (b_nokv / bw2):.2f}x) |"
+               if bw2 else "- | - |")
+        )
+    return "\n".join(lines)
+
+
+def fmt_blas(blas):
+    lines = ["| BLAS | library | T2TT seconds (8 tokens) | ms per token (end to end) |", "|---|---|---|---|"]
+    for name, r in blas.items():
+        if "error" in r:
+            lines.append(f"| {name} | failed: {r['error'][:80]} | | |")
+            continue
+        lines.append(f"| {name} | {os.path.basename(r['blas'])} | {r['seconds']:.2f} | {r['seconds'] / r['new_tokens'] * 1e3:.0f} |")
+    return "\n".join(lines)
+
+
+def fmt_encoder(rows):
+    lines = [
+        "| framework | audio | frames | encoder seconds | encoder weights | MLX peak array memory | peak RSS | RSS growth over the loaded encoder |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['framework']} | {r['audio_s']} s | failed: {r['error'][:90]} | | | | | |")
+            continue
+        mxp = f"{gb(r['mx_peak_bytes'])} ({gb(r['mx_peak_bytes'] - r['weights_bytes'])} over the weights)" if "mx_peak_bytes" in r else "-"
+        lines.append(
+            f"| {r['framework']} | {r['audio_s']} s | {r['frames']} | {r['seconds']:.1f} | {gb(r['weights_bytes'])} | {mxp} | "
+            f"{gb(r['peak_rss'])} | {gb(r['peak_rss'] - r['rss_after_load'])} |"
+        )
+    return "\n".join(lines)
+
+
+def fmt_classes(rows):
+    lines = ["| framework | task | class | seconds (1 call, cold) | weights loaded | RSS after load | peak RSS |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['framework']} | {r['row']} | {r['cls']} | failed: {r['error'][:80]} | | | |")
+            continue
+        lines.append(
+            f"| {r['framework']} | {r['row']} | {r['class']} | {r['seconds']:.1f} | {gb(r.get('weights_bytes'))} | "
+            f"{gb(r['rss_after_load'])} | {gb(r['peak_rss'])} |"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="T2TT and S2TT 10 s only; no memory sections")
+    p.add_argument("--rows", default=None, help=f"comma list of {', '.join(ROWS)} (default: all)")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma list of %(default)s")
+    p.add_argument("--quant-rows", default=",".join(QUANT_ROWS), help="rows timed for mlx-q8/mlx-q4")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per row after the warm-up (best kept)")
+    p.add_argument("--tokens", type=int, default=TOKENS, help="forced number of new text tokens")
+    p.add_argument("--skip-build", action="store_true", help="do not build or convert checkpoints")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-phase profiles")
+    p.add_argument("--no-blas", action="store_true", help="skip the BLAS comparison")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--memory", dest="memory", action="store_true", default=None, help="peak-memory sections (default on)")
+    g.add_argument("--no-memory", dest="memory", action="store_false")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory sections")
+    p.add_argument("--encoder-seconds", default=ENCODER_SECONDS, help="audio lengths for the encoder memory section")
+    p.add_argument("--class-frameworks", default="mlx-fp32,transformers",
+                   help="frameworks for the task class vs SeamlessM4Tv2Model memory section")
+    p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
+    args = p.parse_args()
+
+    rows = ["t2tt", "s2tt-10s"] if args.quick else (args.rows.split(",") if args.rows else list(ROWS))
+    for r in rows:
+        if r not in ROWS:
+            raise SystemExit(f"unknown row {r!r}; rows: {', '.join(ROWS)}")
+    if args.memory_only:
+        rows = []
+    memory = args.memory if args.memory is not None else not args.quick
+    memory = memory or args.memory_only
+    frameworks = args.frameworks.split(",")
+    quant_rows = set(args.quant_rows.split(",")) if args.quant_rows else set()
+    started = time.time()
+    log(f"load average {load_average():.2f} (other work on the machine skews the timings, transformers' most)")
+    folders = ensure_models(frameworks + (["mlx-fp32"] if memory else []), args.skip_build)
+    frameworks = [fw for fw in frameworks if fw in folders]
+
+    results = {row: {} for row in rows}
+    loads = []
+    # framework-major order: a framework's files stay in the page cache from one row to the next
+    for fw in frameworks:
+        for row in rows:
+            if fw in QUANT and row not in quant_rows:
+                continue
+            reps, warm = QUANT_REPEATS if fw in QUANT else REPEATS.get(row, (args.repeats, True))
+            reps = min(reps, args.repeats)
+            spec = {
+                "mode": "task",
+                "framework": "transformers" if fw == "transformers" else "mlx",
+                "folder": str(folders[fw]),
+                "row": row,
+                "tokens": args.tokens,
+                "repeats": reps,
+                "warmup": warm,
+                "profile": not args.no_profile and fw not in QUANT,
+                "step": row == "t2tt" and fw != "transformers",
+                "step_runs": 1 if fw in QUANT else 2,
+                "bandwidth": row == "t2tt" and fw == "mlx-fp32",
+            }
+            log(f"{row:9s} {fw:13s} ({reps} run{'s' if reps > 1 else ''}) ...")
+            t = time.time()
+            r = worker(spec)
+            loads.append(load_average())
+            results[row][fw] = r
+            if "error" in r:
+                log(f"{row:9s} {fw:13s} FAILED: {r['error']}")
+                continue
+            log(
+                f"{row:9s} {fw:13s} {r['seconds']:.2f} s (runs {', '.join(f'{x:.2f}' for x in r['times'])}), "
+                f"{r['new_tokens']} tokens, peak RSS {r['peak_rss'] / 1e9:.2f} GB, worker {time.time() - t:.0f} s, "
+                f"load average {loads[-1]:.2f}"
+            )
+    order = {fw: i for i, fw in enumerate(FRAMEWORKS)}
+    results = {row: dict(sorted(fws.items(), key=lambda kv: order.get(kv[0], 99))) for row, fws in results.items()}
+
+    blas = {}
+    if rows and not args.no_blas and "mlx-fp32" in folders:
+        libs = {"reference (SEAMLESS_MLX_BLAS=off)": "off", "MKL (default)": None}
+        if Path(OPENBLAS).exists():
+            libs["OpenBLAS"] = OPENBLAS
+        for name, value in libs.items():
+            log(f"t2tt mlx-fp32, {name}, 8 tokens ...")
+            spec = {"mode": "task", "framework": "mlx", "folder": str(folders["mlx-fp32"]), "row": "t2tt",
+                    "tokens": 8, "repeats": 1, "warmup": "short"}
+            r = worker(spec, env={"SEAMLESS_MLX_BLAS": value} if value else None)
+            blas[name] = r
+            log(f"  {r.get('seconds', float('nan')):.2f} s with {r.get('blas', r.get('error'))}")
+
+    enc_rows, class_rows = [], []
+    if memory:
+        for fw in ("mlx", "transformers"):
+            for secs in [int(float(x)) if float(x).is_integer() else float(x) for x in args.encoder_seconds.split(",")]:
+                folder = folders["mlx-fp32"] if fw == "mlx" else HF
+                if fw == "transformers" and secs > 60:
+                    # Shaw relative positions: a [T, T, 64] fp32 table per layer, T = 50 frames/s
+                    need = 2.6e9 + (50 * secs) ** 2 * (64 * 4 + 3 * 16 * 4) + 2e9
+                    if mem_available() < need:
+                        enc_rows.append({"framework": fw, "audio_s": secs,
+                                         "error": f"skipped: needs ~{need / 1e9:.0f} GB, {mem_available() / 1e9:.0f} GB available"})
+                        log(enc_rows[-1]["error"])
+                        continue
+                log(f"speech encoder {fw} {secs} s ...")
+                r = worker({"mode": "encoder", "framework": fw, "folder": str(folder), "seconds": secs})
+                enc_rows.append({"framework": fw, "audio_s": secs, **r})
+                log(f"  {r.get('seconds', 0):.1f} s, peak RSS {r.get('peak_rss', 0) / 1e9:.2f} GB {r.get('error', '')}")
+        for fw in [f for f in args.class_frameworks.split(",") if f in folders]:
+            for row in ("t2tt", "s2tt-10s"):
+                for cls in (f"SeamlessM4Tv2For{ROWS[row][0]}", "SeamlessM4Tv2Model"):
+                    log(f"memory: {fw} {row} {cls} ...")
+                    spec = {"mode": "task", "framework": "transformers" if fw == "transformers" else "mlx",
+                            "folder": str(folders[fw]), "row": row, "tokens": args.tokens, "repeats": 1,
+                            "warmup": False, "cls": cls}
+                    r = worker(spec)
+                    class_rows.append({"framework": fw, "row": row, "cls": cls, **r})
+                    log(f"  peak RSS {r.get('peak_rss', 0) / 1e9:.2f} GB {r.get('error', '')}")
+
+    import importlib.metadata as md
+
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}",
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "mlx": md.version("mlx"),
+        "torch": md.version("torch"),
+        "transformers": md.version("transformers"),
+        "tokens": args.tokens,
+        "checkpoint": "random weights, SeamlessM4Tv2Config() shapes, vocab 256102",
+        "git": _git_state(),
+        "task_weights": {row: weight_bytes(HF, _prefixes(row)) for row in rows},
+        "load_average_after_rows": loads,
+        "minutes": round((time.time() - started) / 60, 1),
+    }
+    out = Path(args.out) if args.out else HERE / "results" / f"{meta['date'][:10]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows}
+    out.write_text(json.dumps(raw, indent=2))  # before formatting: a formatting bug loses nothing
+    report = ["## seamless-mlx vs transformers (CPU)", "", fmt_main(results, args.tokens)]
+    if any(r.get("profile") for fws in results.values() for r in fws.values()):
+        report += ["", "### Where the time goes (one call, phases)", "", fmt_profile(results)]
+    step = fmt_step(results)
+    if step:
+        report += ["", "### MLX decode step vs the memory-bandwidth floor (T2TT)", "", step]
+    if blas:
+        report += ["", "### MLX T2TT by BLAS library", "", fmt_blas(blas)]
+    if enc_rows:
+        report += ["", "### Speech encoder peak memory (v2-large shapes)", "", fmt_encoder(enc_rows)]
+    if class_rows:
+        report += ["", "### Peak RSS: task class vs SeamlessM4Tv2Model (load + one 32-token call)", "",
+                   "transformers memory-maps the safetensors: its RSS counts only the weight pages a run touched.", "",
+                   fmt_classes(class_rows)]
+    report += ["", f"{meta['date']}, {meta['machine']}, {meta['cpu']}, Python {meta['python']}, mlx {meta['mlx']}, "
+               f"torch {meta['torch']}, transformers {meta['transformers']}; code {meta['git']}; {meta['minutes']} minutes"]
+    text = "\n".join(report)
+    print("\n" + text, flush=True)
+    out.write_text(json.dumps({**raw, "markdown": text}, indent=2))
+    log(f"wrote {out}")
+
+
+def _prefixes(row):
+    return {
         "TextToText": ("shared.", "text_encoder.", "text_decoder."),
         "SpeechToText": ("shared.", "speech_encoder.", "text_decoder."),
         "TextToSpeech": ("shared.", "text_encoder.", "text_decoder.", "t2u_model.", "vocoder."),
         "SpeechToSpeech": ("shared.", "speech_encoder.", "text_decoder.", "t2u_model.", "vocoder."),
     }[ROWS[row][0]]
-    total = 0
-    for shard in sorted(set(index.values())):
-        with safe_open(str(folder / shard), framework="numpy") as f:
-            for k in f.keys():
-                if k.startswith(comps):
-                    sl = f.get_slice(k)
-                    n = 1
-                    for d in sl.get_shape():
-                        n *= d
-                    total += n * {"F32": 4, "F16": 2, "BF16": 2, "U32": 4, "I32": 4}.get(sl.get_dtype(), 4)
-    return total
 
 
-def run_worker(framework: str, folder: Path, row: str, repeats: int, tokens: int, env=None):
-    cmd = [sys.executable, str(Path(__file__)), "--worker", framework, str(folder), row, str(repeats), str(tokens)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    if p.returncode != 0:
-        raise RuntimeError(f"{framework} {row} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+def _git_state():
+    """Commit of the code measured, and whether seamless_mlx/ had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "seamless_mlx"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return head + (" + uncommitted seamless_mlx changes" if dirty else "")
+    except OSError:
+        return "unknown"
 
 
-def ensure_models(frameworks):
-    if not (HF / "config.json").exists():
-        log(f"building the full-size random checkpoint in {HF} (about 2 minutes, 9 GB) ...")
-        code = (
-            f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); from checkpoints import build_checkpoint; "
-            f"build_checkpoint({str(HF)!r}, seed=0, full_size=True, overrides={{'vocab_size': 256102}})"
-        )
-        subprocess.run([sys.executable, "-c", code], check=True)
-    sys.path.insert(0, str(ROOT))
-    from seamless_mlx.convert import convert
-
-    folders = {"transformers": HF}
-    for fw in frameworks:
-        if not fw.startswith("mlx"):
-            continue
-        name = fw.split("-")[1]
-        folder = CACHE / f"mlx-{name}"
-        if not (folder / "config.json").exists():
-            log(f"converting to {folder.name} ...")
-            kw = {} if name == "fp32" else {"quantize": True, "q_bits": int(name[1:]), "q_group_size": 64}
-            convert(HF, folder, force=True, **kw)
-        folders[fw] = folder
-    return folders
-
-
-def fmt_table(results):
-    lines = [
-        "| task | framework | seconds | tokens/s | RTF | peak RSS | task weights | speed-up vs transformers |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in ROWS:
-        base = results.get(row, {}).get("transformers", {}).get("seconds")
-        for fw, r in results.get(row, {}).items():
-            if "seconds" not in r:
-                continue
-            speech_s = ROWS[row][2] or r.get("audio_out_s", 0)
-            rtf = f"{speech_s / r['seconds']:.2f}" if speech_s else "-"
-            ratio = f"{base / r['seconds']:.2f}x" if base and fw != "transformers" else "-"
-            lines.append(
-                f"| {row} | {fw} | {r['seconds']:.2f} | {TOKENS / r['seconds']:.1f} | {rtf} | "
-                f"{r['peak_rss'] / 1e9:.2f} GB | {r.get('weights', 0) / 1e9:.2f} GB | {ratio} |"
-            )
-    return "\n".join(lines)
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="T2TT and S2TT 10 s only")
-    p.add_argument("--rows", default=None, help=f"comma list of {', '.join(ROWS)}")
-    p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-    p.add_argument("--repeats", type=int, default=2, help="timed calls per row (best is kept)")
-    p.add_argument("--no-blas", action="store_true", help="skip the BLAS comparison")
-    p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.worker:
-        fw, folder, row, repeats, tokens = args.worker
-        fn = worker_hf if fw == "transformers" else worker_mlx
-        print(json.dumps(fn(folder, row, int(repeats), int(tokens))))
-        return
-
-    rows = ["t2tt", "s2tt-10s"] if args.quick else (args.rows.split(",") if args.rows else list(ROWS))
-    frameworks = args.frameworks.split(",")
-    started = time.time()
-    folders = ensure_models(frameworks)
-    results = {}
-    for row in rows:
-        results[row] = {}
-        for fw in frameworks:
-            if fw in ("mlx-q8", "mlx-q4") and row not in QUANT_ROWS:
-                continue
-            reps = REPEATS.get(row, args.repeats)
-            log(f"{row:9s} {fw:13s} ...")
-            try:
-                r = run_worker(fw, folders[fw], row, reps, TOKENS)
-            except RuntimeError as e:
-                log(str(e))
-                continue
-            r["weights"] = task_weight_bytes(folders[fw], row)
-            results[row][fw] = r
-            log(f"{row:9s} {fw:13s} {r['seconds']:.2f} s, peak RSS {r['peak_rss'] / 1e9:.2f} GB")
-    blas = {}
-    if not args.no_blas and "mlx-fp32" in folders:
-        libs = {"reference": "off", "openblas": "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"}
-        for name, value in libs.items():
-            if name == "openblas" and not Path(value).exists():
-                continue
-            log(f"t2tt mlx-fp32 with {name} BLAS (4 tokens) ...")
-            try:
-                r = run_worker("mlx-fp32", folders["mlx-fp32"], "t2tt", 1, 8, env={"SEAMLESS_MLX_BLAS": value})
-                blas[name] = r
-            except RuntimeError as e:
-                log(str(e))
-        if "t2tt" in results and "mlx-fp32" in results["t2tt"]:
-            blas["mkl"] = results["t2tt"]["mlx-fp32"]
-    import importlib.metadata as md
-
-    meta = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-        "python": platform.python_version(),
-        "mlx": md.version("mlx"),
-        "torch": md.version("torch"),
-        "transformers": md.version("transformers"),
-        "tokens": TOKENS,
-        "minutes": (time.time() - started) / 60,
-    }
-    print("\n" + fmt_table(results))
-    t2 = results.get("t2tt", {}).get("mlx-fp32", {})
-    if "step_s" in t2:
-        floor = t2["step_bytes"] / t2["bandwidth_Bps"]
-        print(
-            f"\nDecode step (mlx fp32): {t2['step_s'] * 1e3:.0f} ms; bandwidth floor {floor * 1e3:.0f} ms "
-            f"({t2['step_bytes'] / 1e9:.2f} GB read per token at {t2['bandwidth_Bps'] / 1e9:.1f} GB/s) "
-            f"= {t2['step_s'] / floor:.2f}x the floor"
-        )
-    if blas:
-        print("\nT2TT decode step by BLAS (mlx fp32):")
-        for name, r in blas.items():
-            if "step_s" in r:
-                print(f"  {name:10s} {r['step_s'] * 1e3:8.0f} ms/token   ({r['blas']})")
-    print(f"\n{meta}")
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"{meta['date']}.json"
-    path.write_text(json.dumps({"meta": meta, "results": results, "blas": blas}, indent=2))
-    log(f"wrote {path}")
+def _cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 if __name__ == "__main__":
