@@ -179,8 +179,14 @@ def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
 
-def model_folder(model_id: Union[str, os.PathLike], quantize: Optional[int] = None, convert_if_needed: bool = True) -> Path:
-    """A converted MLX folder for ``model_id`` (converting into the cache on first use)."""
+def model_folder(
+    model_id: Union[str, os.PathLike],
+    quantize: Optional[int] = None,
+    convert_if_needed: bool = True,
+    quiet: bool = False,
+) -> Path:
+    """A converted MLX folder for ``model_id`` (converting into the cache on first use, with a
+    message on stderr unless ``quiet``)."""
     from .loading import CheckpointError, is_converted, resolve
 
     model_id = str(model_id)
@@ -209,24 +215,39 @@ def model_folder(model_id: Union[str, os.PathLike], quantize: Optional[int] = No
     from .convert import convert
 
     what = f"{quantize}-bit quantized MLX" if quantize else "MLX"
-    _log(f"Converting {model_id} to {what} (one time) into {target} ...")
+    log = (lambda msg: None) if quiet else _log
+    log(f"Converting {model_id} to {what} (one time) into {target} ...")
     t0 = time.time()
     out = convert(src, target, quantize=bool(quantize), q_bits=int(quantize or 4), force=target.exists())
-    _log(f"Converted in {time.time() - t0:.1f} s.")
+    log(f"Converted in {time.time() - t0:.1f} s.")
     return out
 
 
-@functools.lru_cache(maxsize=4)
 def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optional[int] = None):
-    """``(model, processor)`` for ``task`` in ``t2tt s2tt t2st s2st`` (cached per process)."""
-    import seamless_mlx
-    from .processor import SeamlessM4TProcessor
+    """``(model, processor)`` for ``task`` in ``t2tt s2tt t2st s2st`` (cached per process).
 
+    Each task loads its own class, which reads only the weights it needs (text-to-text skips the
+    speech encoder, T2U model and vocoder).  The cache is keyed on the resolved converted folder,
+    so ``"./m"`` and ``"/abs/path/m"`` share one model and a relative path is not mistaken for
+    another folder after a ``chdir``.
+    """
     if task not in TASK_CLASSES:
         raise ValueError(f"task must be one of {', '.join(TASK_CLASSES)}, got {task!r}")
     folder = model_folder(model_id, quantize)
-    cls = getattr(seamless_mlx, TASK_CLASSES[task])
+    return _load_model(str(Path(folder).resolve()), TASK_CLASSES[task], quantize)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(folder: str, class_name: str, quantize: Optional[int]):
+    import seamless_mlx
+    from .processor import SeamlessM4TProcessor
+
+    cls = getattr(seamless_mlx, class_name)
     return cls.from_pretrained(folder), SeamlessM4TProcessor.from_pretrained(folder)
+
+
+get_model.cache_clear = _load_model.cache_clear  # type: ignore[attr-defined]
+get_model.cache_info = _load_model.cache_info  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,29 +264,37 @@ def looks_like_audio_path(s: str) -> bool:
     )
 
 
-def _as_audio(source) -> Optional[np.ndarray]:
-    """The 16 kHz waveform of an array / audio path, or None for text."""
-    from .audio import load_audio
+def _as_audio(source, sampling_rate: int = SAMPLE_RATE) -> Optional[np.ndarray]:
+    """The 16 kHz mono float32 waveform of an array / audio path, or None for text.
 
-    if isinstance(source, np.ndarray):
-        a = np.asarray(source, dtype=np.float32)
-        if a.ndim != 1:
-            a = a.reshape(-1) if 1 in a.shape else a.mean(axis=-1 if a.shape[-1] <= 8 else 0)
-        if a.size == 0:
-            raise ValueError("the audio array contains no samples (empty audio)")
-        return a
+    Arrays go through :func:`seamless_mlx.audio.prepare_audio`: float samples as is, int16/int32
+    PCM scaled to [-1, 1], channels averaged, resampled from ``sampling_rate`` when it is not 16 kHz.
+    """
+    from .audio import load_audio, prepare_audio
+
     if isinstance(source, os.PathLike) or (isinstance(source, str) and looks_like_audio_path(source)):
         return load_audio(os.fspath(source), SAMPLE_RATE)
     if isinstance(source, str):
         return None
+    if isinstance(source, np.ndarray) or type(source).__module__.startswith("mlx"):
+        return prepare_audio(source, int(sampling_rate), SAMPLE_RATE)
     raise TypeError(f"source must be text, an audio file path or a numpy waveform, got {type(source).__name__}")
+
+
+def _match_lang(code: str, supported) -> Optional[str]:
+    """``code`` as spelled in ``supported`` (``__fra__``, ``FRA`` and ``fra`` all match ``fra``), or None."""
+    code = str(code).strip().replace("__", "")
+    if code in supported:
+        return code
+    folded = {str(k).lower(): k for k in supported}
+    return folded.get(code.lower())
 
 
 def _check_request(model, tgt_lang: str, speech: bool, speaker_id: int):
     gen = model.generation_config
-    tgt = tgt_lang.replace("__", "")
     text_langs = gen.text_decoder_lang_to_code_id
-    if tgt not in text_langs:
+    tgt = _match_lang(tgt_lang, text_langs)
+    if tgt is None:
         raise ValueError(f"unknown target language {tgt_lang!r}. Supported: {', '.join(sorted(text_langs))}.")
     if speech:
         speech_langs = gen.vocoder_lang_code_to_id
@@ -342,6 +371,7 @@ def translate(
     quantize: Optional[int] = None,
     on_text: Optional[Callable[[str], None]] = None,
     no_repeat_ngram_size: Optional[int] = None,
+    sampling_rate: int = SAMPLE_RATE,
 ) -> Result:
     """Translate text, an audio file or a 16 kHz waveform into ``tgt_lang`` text (and speech).
 
@@ -359,12 +389,13 @@ def translate(
         quantize: 4 or 8 to use (and create on first use) a quantized copy of the model.
         on_text: called with text as it is produced (per token for greedy text output).
         no_repeat_ngram_size: forbid repeating n-grams of this size in the text (0/None: off).
+        sampling_rate: rate of an array ``source`` (resampled to 16 kHz); files carry their own.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     if not isinstance(tgt_lang, str) or not tgt_lang:
         raise ValueError("tgt_lang is required, e.g. tgt_lang='fra'.")
-    audio = _as_audio(source)
+    audio = _as_audio(source, sampling_rate)
     if audio is None:
         if not source.strip():
             raise ValueError("the input text is empty.")
@@ -373,6 +404,13 @@ def translate(
     task = ("s2" if audio is not None else "t2") + ("st" if speech else "tt")
     m, processor = get_model(str(model), task, quantize)
     tgt = _check_request(m, tgt_lang, speech, speaker_id)
+    if audio is None:
+        try:
+            known = processor.tokenizer.supported_languages
+        except Exception:  # noqa: BLE001 - let the processor report unknown codes itself
+            known = None
+        if known:
+            src_lang = _match_lang(src_lang, known) or src_lang
 
     decoding = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
     if audio is None:

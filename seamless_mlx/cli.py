@@ -37,15 +37,53 @@ def _add_model_args(p):
                    help="use a 4- or 8-bit quantized copy (made once, cached)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one ``seamless-mlx: error: ...`` line, exit code 2."""
+
+    def error(self, message):
+        print(f"{PROG}: error: {' '.join(message.split())} (see `{self.prog} --help`)", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _non_negative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or more, got {v}")
+    return v
+
+
+def _segment_seconds(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {s!r}") from None
+    if not 1.0 <= v <= 60.0:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 60 seconds (15 is recommended), got {s}")
+    return v
+
+
 def _add_common(p):
-    p.add_argument("--num-beams", type=int, default=None, help="beam size (default: from the preset)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="limit on generated text tokens")
+    p.add_argument("--num-beams", type=_positive_int, default=None, help="beam size (default: from the preset)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="limit on generated text tokens")
     p.add_argument("--preset", choices=("transformers", "seamless"), default="transformers",
                    help="decoding defaults: the checkpoint's generation config, or seamless_communication's "
                         "m4t_predict (5 beams, at most 1*source length+200 tokens)")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=None,
+    p.add_argument("--no-repeat-ngram-size", type=_non_negative_int, default=None,
                    help="forbid repeated n-grams of this size in the text (m4t_predict uses 4 when blocking is on)")
-    p.add_argument("--max-segment-s", type=float, default=15.0,
+    p.add_argument("--max-segment-s", type=_segment_seconds, default=15.0,
                    help="long recordings are cut at pauses into pieces of at most this many seconds")
     _add_model_args(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
@@ -53,7 +91,7 @@ def _add_common(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="SeamlessM4T-v2 speech and text translation on MLX.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
     )
@@ -108,6 +146,30 @@ def _streamer(enabled: bool):
     return write
 
 
+def _preload(args, task: str) -> float:
+    """Find (or convert, once, into the cache) the model folder, honouring --quiet; with --verbose
+    also load the model up front (it stays cached for the run) and say where from and how long."""
+    import time
+
+    from .api import get_model, model_folder
+
+    t0 = time.time()
+    folder = model_folder(args.model, args.quantize, quiet=args.quiet)
+    if args.verbose:
+        get_model(args.model, task, args.quantize)
+        print(f"Loaded {task} model from {folder} in {time.time() - t0:.1f} s.", file=sys.stderr, flush=True)
+    return time.time()
+
+
+def _report_time(args, t0: float, result):
+    import time
+
+    if args.verbose:
+        n = len(result.segments)
+        print(f"Generated in {time.time() - t0:.1f} s ({n} segment{'s' if n != 1 else ''}).",
+              file=sys.stderr, flush=True)
+
+
 def cmd_translate(args) -> int:
     from .api import looks_like_audio_path, translate
 
@@ -140,14 +202,23 @@ def cmd_translate(args) -> int:
         if not args.src_lang:
             raise UsageError("--src-lang is required for text input (e.g. --src-lang eng).")
 
+    # Text appears as it is decoded on a terminal (it is then its own progress display: no bar
+    # over the segments, which would garble the same screen); piped output is printed at the end.
+    if is_audio:  # read it now: a missing/corrupt file is reported before any model is loaded
+        from .audio import load_audio
+
+        source = load_audio(source)
     stream = not speech and sys.stdout.isatty() and (out is None or ext not in TEXT_FORMATS)
+    task = ("s2" if is_audio else "t2") + ("st" if speech else "tt")
+    t0 = _preload(args, task)
     result = translate(
         source, tgt_lang=args.tgt_lang, src_lang=args.src_lang, speech=speech, model=args.model,
         speaker_id=args.speaker_id, num_beams=args.num_beams, preset=args.preset,
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
-        progress=not args.quiet and is_audio, quantize=args.quantize, on_text=_streamer(stream),
+        progress=not args.quiet and is_audio and not stream, quantize=args.quantize, on_text=_streamer(stream),
         no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
+    _report_time(args, t0, result)
     if stream:
         sys.stdout.write("\n")
     elif out is None or ext in AUDIO_FORMATS:
@@ -166,14 +237,25 @@ def cmd_transcribe(args) -> int:
 
     log = _progress(args)
     out = Path(args.output) if args.output else None
-    fmt = args.format
-    if fmt is None:
-        fmt = out.suffix.lower().lstrip(".") if out is not None and out.suffix.lower() in TEXT_FORMATS else "txt"
+    if out is not None and out.suffix.lower() not in TEXT_FORMATS:
+        raise UsageError(f"transcribe writes text: name the output .txt, .srt, .vtt or .json, not {out.name!r} "
+                         "(for translated speech use `seamless-mlx translate AUDIO --tgt-lang L -o out.wav`).")
+    fmt = args.format or (out.suffix.lower().lstrip(".") if out is not None else "txt")
+    from .audio import load_audio
+
+    audio = load_audio(args.audio)  # a missing/corrupt file is reported before any model is loaded
+    stream = fmt == "txt" and out is None and sys.stdout.isatty()
+    t0 = _preload(args, "s2tt")
     result = transcribe(
-        args.audio, lang=args.lang, model=args.model, num_beams=args.num_beams, preset=args.preset,
-        max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s, progress=not args.quiet,
-        quantize=args.quantize, no_repeat_ngram_size=args.no_repeat_ngram_size,
+        audio, lang=args.lang, model=args.model, num_beams=args.num_beams, preset=args.preset,
+        max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
+        progress=not args.quiet and not stream, quantize=args.quantize,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, on_text=_streamer(stream),
     )
+    _report_time(args, t0, result)
+    if stream:
+        sys.stdout.write("\n")
+        return 0
     content = {
         "txt": lambda r: r.text + "\n",
         "srt": Result.to_srt,
@@ -209,8 +291,9 @@ def cmd_languages(args) -> int:
         # only needs to be one the model was trained on (see the model card).
         print(f"{c:<6} {yes(c in text_in):<8} {yes(c in text_out):<9} {yes(c in text_out):<10} {yes(c in speech_out)}")
     print(
-        f"\n{len(codes)} codes; text output {len(text_out)}, speech output {len(speech_out)}. Speech input needs no "
-        "language code (the speech encoder is language-agnostic).",
+        f"\n{len(codes)} codes; text output {len(text_out)}, speech output {len(speech_out)}. The checkpoint does not "
+        "list speech-input languages (the speech encoder takes no language code), so 'speech in' assumes the text "
+        "languages; see the model card for the recognised speech languages.",
         file=sys.stderr,
     )
     return 0

@@ -290,6 +290,7 @@ def test_unexpected_error_is_exit_1(monkeypatch, capsys):
         raise RuntimeError("kaboom")
 
     monkeypatch.setattr(api, "translate", boom)
+    monkeypatch.setattr(cli_mod, "_preload", lambda args, task: 0.0)  # --verbose would load the default model
     assert cli_mod.main(["translate", "Hi", "--src-lang", "eng", "--tgt-lang", "fra"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "kaboom" in err and "--verbose" in err and "Traceback" not in err
@@ -304,42 +305,54 @@ def test_memory_error_suggests_quantization(monkeypatch, capsys):
         raise MemoryError()
 
     monkeypatch.setattr(api, "translate", oom)
+    monkeypatch.setattr(cli_mod, "_preload", lambda args, task: 0.0)
     assert cli_mod.main(["translate", "Hi", "--src-lang", "eng", "--tgt-lang", "fra"]) == 1
     assert "--quantize 4" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-def test_streams_to_a_terminal(env, mlx_model):
+def run_in_pty(argv, env):
+    """Run with stdout on a pseudo-terminal (stderr piped); returns (returncode, stdout text, stderr text)."""
     master, slave = os.openpty()
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "seamless_mlx.cli", "translate", "Hello world", "--src-lang", "eng",
-             "--tgt-lang", "fra", "--model", mlx_model, *FAST],
-            env=env, stdout=slave, stderr=subprocess.PIPE, timeout=120,
-        )
+        p = subprocess.Popen(argv, env=env, stdout=slave, stderr=subprocess.PIPE)
         os.close(slave)
         slave = None
         out = b""
         while True:
             try:
                 chunk = os.read(master, 4096)
-            except OSError:
+            except OSError:  # EIO once the child has closed the terminal
                 break
             if not chunk:
                 break
             out += chunk
+        err = p.stderr.read()
+        p.wait(timeout=120)
     finally:
         if slave is not None:
             os.close(slave)
         os.close(master)
-    assert r.returncode == 0, r.stderr
-    streamed = out.decode("utf-8", "replace").strip()
-    piped = subprocess.run(
-        [sys.executable, "-m", "seamless_mlx.cli", "translate", "Hello world", "--src-lang", "eng",
-         "--tgt-lang", "fra", "--model", mlx_model, *FAST],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert streamed == piped.stdout.strip() != ""
+    return p.returncode, out.decode("utf-8", "replace").replace("\r\n", "\n"), err.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_streams_to_a_terminal(env, mlx_model, cli):
+    base = [sys.executable, "-m", "seamless_mlx.cli"]
+    args = ["translate", "Hello world", "--src-lang", "eng", "--tgt-lang", "fra", "--model", mlx_model, *FAST]
+    rc, streamed, err = run_in_pty(base + args, env)
+    assert rc == 0, err
+    piped = subprocess.run(base + args, env=env, capture_output=True, text=True, timeout=120)
+    assert streamed.strip() == piped.stdout.strip() != ""
+
+    # a long recording: text streams segment after segment, no progress bar garbling the terminal
+    path = cli.cwd / "long_tty.wav"
+    recording_60s(path, seed=4)
+    args = ["transcribe", str(path), "--lang", "eng", "--model", mlx_model, *FAST]
+    rc, streamed, err = run_in_pty(base + args, env)
+    assert rc == 0, err
+    assert "%|" not in err  # no tqdm bar while text streams
+    piped = subprocess.run(base + args, env=env, capture_output=True, text=True, timeout=120)
+    assert streamed.strip() == piped.stdout.strip() != ""
 
 
 # ------------------------------------------------------------------------------------ examples
@@ -472,3 +485,66 @@ def test_text_file_and_folder_inputs(cli):
     d = cli.cwd / "a_folder"
     d.mkdir(exist_ok=True)
     assert "folder" in error_line(cli("translate", d, "--tgt-lang", "fra", *FAST))
+
+
+def test_unsupported_output_formats(cli, wav2s):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "-o", "out.mp3", *FAST))
+    assert "out.mp3" in msg and ".wav" in msg and ".txt" in msg
+    msg = error_line(cli("transcribe", wav2s, "--lang", "eng", "-o", "t.wav", *FAST))
+    assert "t.wav" in msg and ".srt" in msg
+    assert not (cli.cwd / "t.wav").exists()
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--text", "-o", "x.wav", *FAST))
+    assert "--text" in msg
+
+
+def test_usage_errors_are_one_line(cli):
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", *FAST))
+    assert "--tgt-lang" in msg and "--help" in msg
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--num-beams", "0"))
+    assert "--num-beams" in msg
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--max-new-tokens", "x"))
+    assert "--max-new-tokens" in msg
+    msg = error_line(cli("transcribe", "a.wav", "--lang", "eng", "--max-segment-s", "0"))
+    assert "--max-segment-s" in msg
+    msg = error_line(cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--quantize", "3"))
+    assert "--quantize" in msg
+    r = cli(model=False)
+    assert r.returncode == 2 and "translate" in r.stderr
+
+
+def test_language_codes_are_case_insensitive(cli):
+    r = cli("translate", "Hello world", "--src-lang", "ENG", "--tgt-lang", "__fra__", *FAST)
+    assert r.returncode == 0, r.stderr
+    ref = cli("translate", "Hello world", "--src-lang", "eng", "--tgt-lang", "fra", *FAST)
+    assert r.stdout == ref.stdout
+
+
+def test_verbose_reports_model_and_timings(cli):
+    r = cli("translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "--verbose", *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "Loaded t2tt model from" in r.stderr and "Generated in" in r.stderr
+
+
+def test_api_model_cache_is_keyed_on_the_folder(api_env, mlx_model, monkeypatch):
+    api = api_env
+    a = api.get_model(mlx_model, "t2tt")
+    monkeypatch.chdir(os.path.dirname(mlx_model))
+    b = api.get_model(os.path.join(".", os.path.basename(mlx_model)), "t2tt")
+    assert a is b
+    assert api.get_model(mlx_model, "s2tt")[0] is not a[0]
+    assert type(a[0]).__name__ == "SeamlessM4Tv2ForTextToText"
+
+
+def test_api_integer_pcm_and_other_rates(api_env, mlx_model):
+    api = api_env
+    t = np.arange(2 * SR) / SR
+    x = 0.3 * np.sin(2 * np.pi * 220 * t)
+    pcm16 = (x * 32767).astype(np.int16)
+    ref = api.translate(pcm16.astype(np.float32) / 32768, "eng", model=mlx_model, max_new_tokens=4)
+    pcm = api.translate(pcm16, "eng", model=mlx_model, max_new_tokens=4)  # int16 PCM is scaled to [-1, 1]
+    assert pcm.text == ref.text
+    x8 = 0.3 * np.sin(2 * np.pi * 220 * np.arange(16000) / 8000)
+    r = api.translate(x8.astype(np.float32), "eng", model=mlx_model, max_new_tokens=4, sampling_rate=8000)
+    assert r.segments[0].end == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="empty"):
+        api.translate(np.zeros(0, np.float32), "eng", model=mlx_model)
