@@ -330,9 +330,11 @@ def generation_kwargs(preset: str, src_len: int, num_beams=None, max_new_tokens=
 def _translate_one(model, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text):
     """(text, waveform or None) for one text or one audio segment."""
     beams = gen_kw.get("num_beams") or model.generation_config.num_beams or 1
-    if on_text is not None and not speech and int(beams) == 1:
+    try:
         from .generation import stream_generate
-
+    except ImportError:  # an older package without streaming: the text is reported at the end
+        stream_generate = None
+    if on_text is not None and not speech and int(beams) == 1 and stream_generate is not None:
         pieces = []
         for chunk in stream_generate(model, processor, tgt_lang=tgt, **inputs, **gen_kw):
             if chunk.text:

@@ -11,8 +11,9 @@ finds those segments with a light energy-based pause detector:
   ``[start + min_segment_s, start + max_segment_s]`` (the middle of the quietest stretch when it
   is flat, e.g. digital silence), with a mild preference (up to 6 dB) for later pauses so that
   segments stay long enough to carry context;
-* if nothing in that window is clearly quieter than speech (``PAUSE_DB`` below the loud level of
-  the recording), the cut is a hard one at ``start + max_segment_s``.
+* if nothing in that window is clearly quieter than speech (``PAUSE_DB`` = 20 dB below the loud
+  level of the recording, its 99th-percentile frame energy), the cut is a hard one at
+  ``start + max_segment_s``.
 
 Why not a neural VAD (silero, pyannote, webrtcvad): they would pull torch/onnx or native code into
 an MLX package for a job where the only requirement is "do not cut inside a word, keep pieces
@@ -30,7 +31,12 @@ import numpy as np
 FRAME_S = 0.030
 HOP_S = 0.010
 SMOOTH_FRAMES = 15  # 150 ms moving average of the frame energy
-PAUSE_DB = 20.0  # a pause is at least this many dB below the recording's loud (90th pct) level
+PAUSE_DB = 20.0  # a pause is at least this many dB below the recording's loud level
+# The loud (speech) level is this percentile of the smoothed frame dB.  A high percentile keeps
+# recordings that are mostly silence (speech in < 10 % of the frames: voicemail, sparse meetings)
+# from taking the silence as the "loud" level, which would make every cut a hard one, often
+# inside speech.  Overestimating it is benign: cuts still go to the quietest frame.
+LOUD_PERCENTILE = 99.0
 FLOOR_DB = -100.0
 LATE_BONUS_DB = 6.0
 
@@ -78,7 +84,7 @@ def split_on_pauses(
     min_len = min(max(0, int(min_segment_s * sr)), max_len)
     db, hop = frame_db(x, sr)
     centre = max(hop, int(round(FRAME_S * sr))) // 2  # frame i is centred on i * hop + centre
-    loud = float(np.percentile(db, 90))
+    loud = float(np.percentile(db, LOUD_PERCENTILE))
     threshold = loud - PAUSE_DB
 
     segments: List[Tuple[int, int]] = []

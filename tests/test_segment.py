@@ -91,3 +91,23 @@ def test_fast_on_an_hour():
     segs = split_on_pauses(audio, SR)
     assert time.time() - t0 < 20
     check_cover(segs, len(audio))
+
+
+def test_mostly_silent_recording_still_cuts_in_silence():
+    """Speech in ~5 % of the frames (voicemail-like): the loud level must come from the speech."""
+    rng = np.random.default_rng(7)
+    parts, bursts, pos = [], [], 0
+    while pos < 300 * SR:
+        g = int(rng.uniform(25, 40) * SR)
+        parts.append(np.zeros(g))
+        pos += g
+        n = int(rng.uniform(1.5, 3.0) * SR)
+        parts.append(0.3 * rng.standard_normal(n))
+        bursts.append((pos, pos + n))
+        pos += n
+    audio = np.concatenate(parts).astype(np.float32)
+    segs = split_on_pauses(audio, SR)
+    check_cover(segs, len(audio))
+    assert max(b - a for a, b in segs) <= 15 * SR
+    for _, cut in segs[:-1]:
+        assert not any(a < cut < b for a, b in bursts), f"cut at {cut / SR:.2f}s is inside speech"
