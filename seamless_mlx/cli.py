@@ -32,9 +32,12 @@ class UsageError(ValueError):
 
 def _add_model_args(p):
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="converted seamless-mlx folder, transformers folder or hub id (default: %(default)s)")
+                   help="converted seamless-mlx folder, transformers folder or hub id (default: %(default)s); "
+                        "the last two are converted once into ~/.cache/seamless-mlx/<name> "
+                        "(env SEAMLESS_MLX_CACHE) and reused, also offline")
     p.add_argument("--quantize", type=int, choices=(4, 8), default=None,
-                   help="use a 4- or 8-bit quantized copy (made once, cached)")
+                   help="use a 4- or 8-bit quantized copy (made once into the cache as <name>-q4/-q8); "
+                        "try 4 when memory runs out")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--text", action="store_true", help="output text (default)")
     t.add_argument("--output", "-o", default=None,
                    help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech)")
-    t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output (default 0)")
+    t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output: 0..N-1 for a model with N speakers "
+                        "(200 in v2-large; default 0)")
     _add_common(t)
 
     r = sub.add_parser("transcribe", help="speech recognition: an audio file to text or subtitles")
