@@ -149,8 +149,10 @@ def mlx_task(spec):
     inputs = inputs_for(seconds)
     extra = {} if spec.get("cls") in (None, f"SeamlessM4Tv2For{suffix}") else {"generate_speech": speech_out}
 
+    ids_kw = {"return_intermediate_token_ids": True} if speech_out else {}  # to check the text length
+
     def run(n=tokens, inp=inputs):
-        out = model.generate(**inp, tgt_lang=TGT, **extra, **length_kwargs(speech_out, n))
+        out = model.generate(**inp, tgt_lang=TGT, **extra, **ids_kw, **length_kwargs(speech_out, n))
         mx.eval(out[0])
         return out
 
@@ -163,9 +165,7 @@ def mlx_task(spec):
     res["mx_peak_bytes"] = mx.get_peak_memory()
     if speech_out:
         res["audio_out_s"] = int(out.waveform_lengths[0].item()) / SR
-        res["new_tokens"] = tokens  # the forced length; the waveform output carries no ids
-    else:
-        res["new_tokens"] = int(out.sequences.shape[1]) - 2  # minus [decoder start, language]
+    res["new_tokens"] = int(out.sequences.shape[1]) - 2  # minus [decoder start, language]
     res["peak_rss"] = peak_rss()
 
     if spec.get("profile"):
@@ -388,11 +388,13 @@ def hf_task(spec):
     inputs = inputs_for(seconds)
     extra = {} if spec.get("cls") in (None, f"SeamlessM4Tv2For{suffix}") else {"generate_speech": speech_out}
 
+    ids_kw = {"return_intermediate_token_ids": True} if speech_out else {}  # to check the text length
+
     def run(n=tokens, inp=inputs):
         if prof is not None:
             prof.reset()
         with torch.inference_mode():
-            return model.generate(**inp, tgt_lang=TGT, **extra, **length_kwargs(speech_out, n))
+            return model.generate(**inp, tgt_lang=TGT, **extra, **ids_kw, **length_kwargs(speech_out, n))
 
     prof = hf_hooks(model) if spec.get("profile") else None
     warm = spec.get("warmup", True)
@@ -403,11 +405,9 @@ def hf_task(spec):
     if prof is not None:
         res["profile"] = prof.summary()
     if speech_out:
-        res["audio_out_s"] = int(out[1].reshape(-1)[0]) / SR
-        res["new_tokens"] = tokens
-    else:
-        seq = out.sequences if hasattr(out, "sequences") else out  # a tensor for the text tasks
-        res["new_tokens"] = int(seq.shape[-1]) - 2
+        res["audio_out_s"] = int(out.waveform_lengths.reshape(-1)[0]) / SR
+    seq = out.sequences if hasattr(out, "sequences") else out  # a tensor for the text tasks
+    res["new_tokens"] = int(seq.shape[-1]) - 2
     res["peak_rss"] = peak_rss()
     return res
 
