@@ -24,6 +24,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .config import GenerationConfig, ModelConfig
+from .layers import linear
 from .text import TextDecoder, TextEncoder
 
 ALL_COMPONENTS = ("text_encoder", "speech_encoder", "text_decoder", "t2u_model", "vocoder")
@@ -105,6 +106,8 @@ class SeamlessM4Tv2Model(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def lm_logits(self, hidden: mx.array) -> mx.array:
+        if isinstance(self.shared, nn.Embedding) and not hasattr(self.shared, "scales"):
+            return linear(hidden, self.shared.weight)  # the tied head, split over CPU streams
         return self.shared.as_linear(hidden)
 
     def encode_text(self, input_ids: mx.array, attention_mask: Optional[mx.array] = None):
