@@ -22,6 +22,8 @@ from .model import (  # noqa: E402
     SpeechOutput,
 )
 
+from .api import Result, transcribe, translate  # noqa: E402
+
 __version__ = "0.1.0"
 
 
@@ -37,6 +39,9 @@ def load(path, model_class=None, dtype=None):
 
 __all__ = [
     "load",
+    "translate",
+    "transcribe",
+    "Result",
     "ModelConfig",
     "GenerationConfig",
     "GenerateOutput",
