@@ -141,6 +141,7 @@ def main():
     p.add_argument("--hf-path", default=None)
     p.add_argument("--variants", default="fp32,bf16,q8,q4")
     p.add_argument("--no-rss", action="store_true", help="skip the T2TT/S2ST memory runs")
+    p.add_argument("--rss-tasks", default="t2tt,s2st", help="tasks of the memory runs")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -179,7 +180,7 @@ def main():
             print(f"[{name}] quality pass ...", flush=True)
             run_worker("quality", str(folder), str(work / name), str(target))
         if not args.no_rss:
-            for task in ("t2tt", "s2st"):
+            for task in args.rss_tasks.split(","):
                 print(f"[{name}] {task} memory run ...", flush=True)
                 run_worker("run", str(folder), task, str(work / f"{name}.{task}.json"))
                 res[task] = json.loads((work / f"{name}.{task}.json").read_text())
