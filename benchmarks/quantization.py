@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import peak_rss
+from _worker import peak_rss  # no torch or mlx import at module level
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 
+def _known_and_extra(cls, d: Dict[str, Any], drop_none: bool):
+    """Split a JSON dict into the dataclass's fields and the rest (kept, for lossless round trips)."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    known = {k: v for k, v in d.items() if k in names and not (drop_none and v is None)}
+    return known, {k: v for k, v in d.items() if k not in names}
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = 256102
@@ -105,9 +112,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names}
+        known, extra = _known_and_extra(cls, d, drop_none=False)  # None is meaningful here (no chunking)
         return cls(**known, extra=extra)
 
     @classmethod
@@ -160,10 +165,8 @@ class GenerationConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "GenerationConfig":
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         # ``None`` in the JSON means "unset": keep our default for it.
-        known = {k: v for k, v in d.items() if k in names and v is not None}
-        extra = {k: v for k, v in d.items() if k not in names}
+        known, extra = _known_and_extra(cls, d, drop_none=True)
         return cls(**known, extra=extra)
 
     @classmethod

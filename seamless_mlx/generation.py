@@ -99,13 +99,27 @@ def _option(opts: Dict[str, Any], gen, name: str):
     return getattr(gen, name) if v is None else v
 
 
+def decode_steps(model, memory, memory_mask, prefix: mx.array, opts: Dict[str, Any], max_new: int):
+    """Greedy or sampled decode steps (:class:`~seamless_mlx.generate.DecodeStep`) on a fresh cache."""
+    gen = model.generation_config
+    processors = build_processors(opts, gen, prefix_len=prefix.shape[1])
+    sampler = make_sampler(opts, gen) if bool(_option(opts, gen, "do_sample")) else None
+    decoder = model.text_decoder
+    cache = decoder.make_cache(memory)
+
+    def step(tokens):
+        h = decoder(tokens, model.shared, cache, memory_mask)
+        return model.lm_logits(h[:, -1, :]), h
+
+    eos, pad = _option(opts, gen, "eos_token_id"), _option(opts, gen, "pad_token_id")
+    return greedy_steps(step, prefix, max_new, eos, pad, processors, sampler)
+
+
 def generate_text(model, memory, memory_mask, decoder_prefix: mx.array, opts: Dict[str, Any], collect_hidden: bool):
     """Run the text decoder; returns ``GenerateOutput``."""
     from .model import GenerateOutput
 
     gen = model.generation_config
-    eos = _option(opts, gen, "eos_token_id")
-    pad = _option(opts, gen, "pad_token_id")
     max_new = opts.get("max_new_tokens")
     if max_new is None:
         if opts.get("max_length") is not None:
@@ -127,19 +141,9 @@ def generate_text(model, memory, memory_mask, decoder_prefix: mx.array, opts: Di
         memory_mask = None if memory_mask is None else mx.repeat(memory_mask, num_return, axis=0)
         decoder_prefix = mx.repeat(decoder_prefix, num_return, axis=0)
 
-    processors = build_processors(opts, gen, prefix_len=decoder_prefix.shape[1])
-    sampler = make_sampler(opts, gen) if do_sample else None
-
-    decoder = model.text_decoder
-    cache = decoder.make_cache(memory)
-
-    def step(tokens):
-        h = decoder(tokens, model.shared, cache, memory_mask)
-        return model.lm_logits(h[:, -1, :]), h
-
     tokens: List[mx.array] = []
     hidden: List[mx.array] = []
-    for s in greedy_steps(step, decoder_prefix, max_new, eos, pad, processors, sampler):
+    for s in decode_steps(model, memory, memory_mask, decoder_prefix, opts, max_new):
         tokens.append(s.tokens)
         if collect_hidden:
             hidden.append(s.hidden)
@@ -296,23 +300,11 @@ def stream_generate(
     if memory.shape[0] != 1:
         raise ValueError("stream_generate takes one input at a time; use generate() for batches.")
     prefix = mx.array([[_option(text_opts, gen, "decoder_start_token_id"), gen.text_decoder_lang_to_code_id[tgt_lang]]])
-    eos = _option(text_opts, gen, "eos_token_id")
-    pad = _option(text_opts, gen, "pad_token_id")
     max_new = text_opts.get("max_new_tokens") or gen.max_new_tokens
-    do_sample = bool(_option(text_opts, gen, "do_sample"))
-    processors = build_processors(text_opts, gen, prefix_len=2)
-    sampler = make_sampler(text_opts, gen) if do_sample else None
-    decoder = model.text_decoder
-    cache = decoder.make_cache(memory)
-
-    def step(tokens):
-        h = decoder(tokens, model.shared, cache, memory_mask)
-        return model.lm_logits(h[:, -1, :]), h
-
     tok = getattr(processor, "tokenizer", processor)
     detok = IncrementalDecoder(tok) if tok is not None else None
     ids, hidden = [], []
-    for s in greedy_steps(step, prefix, max_new, eos, pad, processors, sampler):
+    for s in decode_steps(model, memory, memory_mask, prefix, text_opts, max_new):
         t = int(s.tokens[0].item())
         ids.append(t)
         hidden.append(s.hidden)
