@@ -82,6 +82,14 @@ def conv1d(
         x = mx.pad(x, [(0, 0), (left, right), (0, 0)])
     t_out = (x.shape[1] - dilation * (kernel - 1) - 1) // stride + 1
     span = (t_out - 1) * stride + 1
+    cin = x.shape[-1]
+    if kernel > 1 and t_out <= 4 * cin:
+        # Short and wide (the T2U decoder's kernel-7 1024-channel convs): one GEMM over the stacked
+        # taps beats K skinny ones (measured 4x); long and narrow (the vocoder) is the other way.
+        taps = [x[:, k * dilation : k * dilation + span : stride] for k in range(kernel)]
+        cols = mx.concatenate(taps, axis=-1)  # [B, T_out, K * Cin], tap-major like the weight
+        w = weight.reshape(weight.shape[0], kernel * cin).T
+        return cols @ w if bias is None else mx.addmm(bias, cols, w)
     y = None
     for k in range(kernel):
         start = k * dilation
