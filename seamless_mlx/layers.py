@@ -65,6 +65,25 @@ class SinusoidalPositions:
         return self.table[start : start + length]
 
 
+def lengths_to_mask(lengths: mx.array, length: int) -> mx.array:
+    """``[B]`` lengths -> ``[B, length]`` int32 mask (1 for positions < length)."""
+    return (mx.arange(length)[None, :] < lengths[:, None]).astype(mx.int32)
+
+
+def repeat_by_durations(x: mx.array, durations: mx.array) -> mx.array:
+    """Repeat ``x [B, L, D]`` along time by integer ``durations [B, L]`` (>= 0), zero-padding each
+    item to the longest (transformers' ``_hard_upsample``; the T2U and vocoder length regulators).
+    Reads back one number: the output length depends on the durations."""
+    ends = mx.cumsum(durations.astype(mx.int32), axis=1)
+    total = int(ends[:, -1].max().item()) if ends.size else 0
+    t = mx.arange(total, dtype=mx.int32)
+    # frame t belongs to the first position whose end is past t
+    index = (ends[:, None, :] <= t[None, :, None]).astype(mx.int32).sum(axis=-1)
+    valid = index < x.shape[1]
+    out = mx.take_along_axis(x, mx.minimum(index, x.shape[1] - 1)[..., None], axis=1)
+    return mx.where(valid[..., None], out, mx.zeros((), dtype=x.dtype))
+
+
 def additive_mask(keep: mx.array, dtype=mx.float32) -> mx.array:
     """Boolean/0-1 ``keep`` mask -> additive bias (0 where kept, a large negative elsewhere)."""
     neg = mx.array(mx.finfo(dtype).min, dtype=dtype)

@@ -18,7 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-from .layers import ACTIVATIONS, head_groups, parallel_over_heads
+from .layers import ACTIVATIONS, head_groups, lengths_to_mask, parallel_over_heads
 
 # transformers builds these LayerNorms without passing config.layer_norm_eps
 _DEFAULT_EPS = 1e-5
@@ -44,11 +44,6 @@ def sub_sampled_lengths(lengths: mx.array, config: ModelConfig) -> mx.array:
     lengths = lengths.astype(mx.int32)
     # integer floor division == floor of the true division transformers does
     return (lengths + 2 * pad - k) // s + 1
-
-
-def lengths_to_mask(lengths: mx.array, length: int) -> mx.array:
-    """``[B]`` lengths -> ``[B, length]`` int32 mask (1 for positions < length)."""
-    return (mx.arange(length)[None, :] < lengths[:, None]).astype(mx.int32)
 
 
 def chunk_keep(length: int, chunk_size: Optional[int], left_chunk_num: int) -> Optional[mx.array]:
@@ -133,8 +128,6 @@ class ConformerSelfAttention(nn.Module):
             # scaled while still [B, H, T, R], before the gather makes it [B, H, T, T]
             rel = (q * self.scale) @ self.distance_embedding.weight.astype(q.dtype).T
             idx = relative_distance_index(T, self.left, self.right)[None, None]
-        if keep is not None and keep.ndim == 4 and keep.shape[1] != H:
-            keep = mx.broadcast_to(keep, (keep.shape[0], 1) + keep.shape[2:])
 
         def attend(q, k, v, rel):
             bias = None if rel is None else mx.take_along_axis(rel, idx, axis=-1)

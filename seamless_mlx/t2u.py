@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import GenerationConfig, ModelConfig
 from .conv import Conv1d
-from .layers import Attention, EncoderLayer, SinusoidalPositions, padding_bias
+from .layers import Attention, EncoderLayer, SinusoidalPositions, lengths_to_mask, padding_bias, repeat_by_durations
 from .vocoder import VariancePredictor
 from .vocoder import sanitize as _conv_sanitize
 
@@ -105,23 +105,6 @@ def t2u_attention_mask(sequences: np.ndarray, pad_token_id: int = 0) -> np.ndarr
 
 
 # ---------------------------------------------------------------------------- model
-def repeat_by_durations(x: mx.array, durations: mx.array) -> mx.array:
-    """Repeat ``x [B, L, D]`` along time by integer ``durations [B, L]`` (>= 0), zero-padding each
-    item to the longest (transformers' ``_hard_upsample``).  Reads back one number: the output
-    length depends on the durations."""
-    ends = mx.cumsum(durations.astype(mx.int32), axis=1)
-    total = int(ends[:, -1].max().item()) if ends.size else 0
-    t = mx.arange(total, dtype=mx.int32)
-    index = (ends[:, None, :] <= t[None, :, None]).astype(mx.int32).sum(axis=-1)
-    valid = index < x.shape[1]
-    out = mx.take_along_axis(x, mx.minimum(index, x.shape[1] - 1)[..., None], axis=1)
-    return mx.where(valid[..., None], out, mx.zeros((), dtype=x.dtype))
-
-
-def lengths_mask(lengths: mx.array, length: int) -> mx.array:
-    return (mx.arange(length)[None, :] < lengths[:, None]).astype(mx.int32)
-
-
 class T2UEncoder(nn.Module):
     """Pre-LN transformer encoder over the text decoder's states (no embeddings or positions)."""
 
@@ -187,7 +170,7 @@ class T2UDecoder(nn.Module):
         """Returns ``(hidden [B, U, D], padding_mask [B, U])``."""
         char_len = char_counts.sum(axis=1)
         C = char_ids.shape[1]
-        char_mask = lengths_mask(char_len, C)
+        char_mask = lengths_to_mask(char_len, C)
         x = repeat_by_durations(states, char_counts)
         if x.shape[1] < C:  # all-zero counts leave nothing to spread; keep shapes aligned
             x = mx.pad(x, [(0, 0), (0, C - x.shape[1]), (0, 0)])
@@ -199,7 +182,7 @@ class T2UDecoder(nn.Module):
         x = repeat_by_durations(x, dur)
         U = x.shape[1]
         x = x + self.pos_emb_alpha * self._positions.sequential(U).astype(x.dtype)
-        padding_mask = lengths_mask(dur.sum(axis=1), U)
+        padding_mask = lengths_to_mask(dur.sum(axis=1), U)
         bias = padding_bias(padding_mask, x.dtype)
         keep = padding_mask.astype(mx.bool_)[..., None]
         for layer in self.layers:

@@ -25,6 +25,7 @@ import mlx.nn as nn
 
 from .config import ModelConfig
 from .conv import Conv1d, ConvTranspose1d
+from .layers import repeat_by_durations
 
 
 class VariancePredictor(nn.Module):
@@ -169,16 +170,7 @@ class CodeHifiGan(nn.Module):
         Returns:
             ``(frames [B, T, E], ends [B, U])`` where ``ends`` is the cumulative duration.
         """
-        ends = mx.cumsum(durations, axis=1)
-        # The frame count is data dependent, so it has to be read back here.
-        total = int(ends[:, -1].max().item())
-        t = mx.arange(total, dtype=ends.dtype)
-        # frame t belongs to the first unit whose end is past t
-        index = (ends[:, None, :] <= t[None, :, None]).astype(mx.int32).sum(axis=-1)
-        valid = index < units.shape[1]
-        index = mx.minimum(index, units.shape[1] - 1)
-        frames = mx.take_along_axis(units, index[..., None], axis=1)
-        return mx.where(valid[..., None], frames, 0.0), ends
+        return repeat_by_durations(units, durations), mx.cumsum(durations, axis=1)
 
     def __call__(
         self,
