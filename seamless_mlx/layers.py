@@ -7,6 +7,7 @@ Parameter names mirror the Hugging Face state-dict keys (``q_proj``,
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import mlx.core as mx
@@ -185,8 +186,6 @@ def cpu_streams(n: int):
 
 def head_groups(batch: int, heads: int, q_len: int, k_len: int) -> int:
     """How many head groups to run in parallel (1 = no split)."""
-    import os
-
     if mx.default_device() != mx.cpu or batch * heads * q_len * k_len < HEAD_PARALLEL_MIN_ELEMENTS:
         return 1
     n = min(os.cpu_count() or 1, heads)
@@ -221,8 +220,6 @@ def matvec_groups(x: mx.array, weight: mx.array) -> int:
     CPU stream per core the same product reads weights at ~43 GB/s, and decoding one token is
     nothing but such products.  Only for float weights on the CPU.
     """
-    import os
-
     if (
         mx.default_device() != mx.cpu
         or x.size != x.shape[-1]
