@@ -149,8 +149,8 @@ class T2UDecoder(nn.Module):
         super().__init__()
         d = config.hidden_size
         self.embed_scale = math.sqrt(d) if config.scale_embedding else 1.0
-        # Only the tied LM head uses this table; it is kept so the parameter tree mirrors HF.
-        self.embed_tokens = nn.Embedding(config.t2u_vocab_size, d)
+        # transformers' ``embed_tokens`` here only feeds the tied T2U LM head: it is loaded into
+        # ``TextToUnit.lm_head`` and not kept (see ``sanitize``).
         self.embed_char = nn.Embedding(config.char_vocab_size, d)
         self.pos_emb_alpha_char = mx.ones((1,))
         self.pos_emb_alpha = mx.ones((1,))
@@ -230,7 +230,10 @@ def units_for_vocoder(unit_ids: mx.array, padding_mask: mx.array, config: ModelC
 
 
 def sanitize(weights: Dict[str, mx.array]) -> Dict[str, mx.array]:
-    """HF layout -> MLX: convs to ``[out, K, in]`` (the duration predictor and decoder layers)."""
-    if "lm_head.weight" not in weights and "model.decoder.embed_tokens.weight" in weights:
-        weights = dict(weights, **{"lm_head.weight": weights["model.decoder.embed_tokens.weight"]})
+    """HF layout -> MLX: convs to ``[out, K, in]`` (the duration predictor and decoder layers); the
+    decoder's token embedding, read by nothing but the tied LM head, becomes that head."""
+    weights = dict(weights)
+    table = weights.pop("model.decoder.embed_tokens.weight", None)
+    if table is not None and "lm_head.weight" not in weights:
+        weights["lm_head.weight"] = table
     return _conv_sanitize(weights)
