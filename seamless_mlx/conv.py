@@ -86,8 +86,7 @@ def conv1d(
     if kernel > 1 and t_out <= 4 * cin:
         # Short and wide (the T2U decoder's kernel-7 1024-channel convs): one GEMM over the stacked
         # taps beats K skinny ones (measured 4x); long and narrow (the vocoder) is the other way.
-        taps = [x[:, k * dilation : k * dilation + span : stride] for k in range(kernel)]
-        cols = mx.concatenate(taps, axis=-1)  # [B, T_out, K * Cin], tap-major like the weight
+        cols = stacked_taps(x, kernel, stride, 0, 0, dilation)  # [B, T_out, K * Cin], like the weight
         w = weight.reshape(weight.shape[0], kernel * cin).T
         return cols @ w if bias is None else mx.addmm(bias, cols, w)
     y = None
@@ -191,6 +190,67 @@ class Conv1d(nn.Module):
             self.dilation,
             self.groups,
         )
+
+    def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine", **_):
+        """Used by ``nn.quantize``: the same convolution with a quantized ``[Cout, K * Cin]`` weight."""
+        return QuantizedConv1d.from_conv(self, group_size, bits, mode)
+
+
+def stacked_taps(x: mx.array, kernel: int, stride: int, left: int, right: int, dilation: int) -> mx.array:
+    """``[B, T, C]`` -> ``[B, T_out, K * C]``: the K input frames each output frame sees, tap-major."""
+    if left or right:
+        x = mx.pad(x, [(0, 0), (left, right), (0, 0)])
+    t_out = (x.shape[1] - dilation * (kernel - 1) - 1) // stride + 1
+    span = (t_out - 1) * stride + 1
+    if kernel == 1:
+        return x[:, :span:stride]
+    return mx.concatenate([x[:, k * dilation : k * dilation + span : stride] for k in range(kernel)], axis=-1)
+
+
+class QuantizedConv1d(nn.Module):
+    """A :class:`Conv1d` (``groups == 1``) whose weight is stored quantized as the ``[Cout, K * Cin]``
+    matrix of its stacked taps; the forward pass is one ``quantized_matmul`` on every backend.
+
+    Wide, short convolutions (the T2U decoder's kernel-7 1024-channel convs, the speech adaptor's
+    stride-8 convs) hold most of the non-linear bytes of the model, so quantizing them is what
+    brings a 4-bit folder under its size target.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=(0, 0), dilation=1,
+                 bias=True, group_size=64, bits=4, mode="affine"):
+        super().__init__()
+        self.stride, self.dilation, self.kernel_size = stride, dilation, kernel_size
+        self.pad_left, self.pad_right = _pads(padding)
+        self.group_size, self.bits, self.mode = group_size, bits, mode
+        w = mx.zeros((out_channels, kernel_size * in_channels))
+        self.weight, self.scales, *biases = mx.quantize(w, group_size, bits, mode=mode)
+        if biases:
+            self.biases = biases[0]
+        if bias:
+            self.bias = mx.zeros((out_channels,))
+        self.freeze()
+
+    @classmethod
+    def from_conv(cls, conv: "Conv1d", group_size: int, bits: int, mode: str = "affine") -> "QuantizedConv1d":
+        if conv.groups != 1:
+            raise ValueError("only ungrouped convolutions can be quantized")
+        c_out, kernel, c_in = conv.weight.shape
+        q = cls(c_in, c_out, kernel, conv.stride, (conv.pad_left, conv.pad_right), conv.dilation,
+                "bias" in conv, group_size, bits, mode)
+        q.weight, q.scales, *biases = mx.quantize(conv.weight.reshape(c_out, kernel * c_in), group_size, bits, mode=mode)
+        if biases:
+            q.biases = biases[0]
+        if "bias" in conv:
+            q.bias = conv.bias
+        return q
+
+    def __call__(self, x: mx.array) -> mx.array:
+        cols = stacked_taps(x, self.kernel_size, self.stride, self.pad_left, self.pad_right, self.dilation)
+        y = mx.quantized_matmul(
+            cols, self.weight, self.scales, self.get("biases"), transpose=True,
+            group_size=self.group_size, bits=self.bits, mode=self.mode,
+        )
+        return y if "bias" not in self else y + self.bias
 
 
 class ConvTranspose1d(nn.Module):

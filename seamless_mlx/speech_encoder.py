@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
+from .conv import Conv1d
 from .layers import ACTIVATIONS, head_groups, lengths_to_mask, parallel_over_heads
 
 # transformers builds these LayerNorms without passing config.layer_norm_eps
@@ -247,9 +248,9 @@ class AdapterLayer(nn.Module):
         k, s = config.adaptor_kernel_size, config.adaptor_stride
         self.residual_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         # transformers pads by stride // 2 here (not kernel // 2 as in its length formula)
-        self.residual_conv = nn.Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
+        self.residual_conv = Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
         self.self_attn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
-        self.self_attn_conv = nn.Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
+        self.self_attn_conv = Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
         self.self_attn = ConformerSelfAttention(config, use_position_embeddings=False)
         self.ffn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         self.ffn = ConformerFeedForward(config, activation="relu")
