@@ -79,9 +79,10 @@ def convert(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if quantize:
-        from .quantize import check_quant_args
+        from .quantize import DEFAULT_DTYPE, check_quant_args
 
         check_quant_args(q_bits, q_group_size)
+        dtype = dtype or DEFAULT_DTYPE
     out = Path(mlx_path).expanduser().resolve()
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force (force=True) to replace it.")
@@ -171,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--hf-path", default="facebook/seamless-m4t-v2-large", help="local folder or hub repo id")
     p.add_argument("--mlx-path", default="mlx_model", help="output folder")
-    p.add_argument("--dtype", choices=list(DTYPES), default=None, help="cast floating weights")
+    p.add_argument(
+        "--dtype", choices=list(DTYPES), default=None,
+        help="cast floating weights (default: as stored; float16 for the unquantized parts of a -q export)",
+    )
     p.add_argument("-q", "--quantize", action="store_true", help="quantize linear layers and the embedding")
     p.add_argument("--q-bits", type=int, default=4, help="bits per weight (4 or 8)")
     p.add_argument("--q-group-size", type=int, default=64, help="quantization group size (32, 64 or 128)")

@@ -128,9 +128,6 @@ def sanitize(weights: Dict[str, mx.array], config: ModelConfig) -> Dict[str, mx.
                 break
     for k in ("text_encoder.embed_tokens.weight", "text_decoder.embed_tokens.weight", "lm_head.weight"):
         w.pop(k, None)
-    # The T2U head is tied to the T2U decoder's token embedding; safetensors keeps only one copy.
-    if "t2u_model.model.decoder.embed_tokens.weight" in w and "t2u_model.lm_head.weight" not in w:
-        w["t2u_model.lm_head.weight"] = w["t2u_model.model.decoder.embed_tokens.weight"]
 
     out: Dict[str, mx.array] = {}
     groups = {"speech_encoder.": "speech_encoder", "t2u_model.": "t2u", "vocoder.": "vocoder"}
@@ -163,11 +160,17 @@ def load_model(path, cls, dtype: Optional[str] = None, lazy: bool = False):
     weights = read_weights(folder, prefixes)
     if not is_converted(folder):
         weights = sanitize(weights, config)
+    # folders converted before the T2U decoder's unused token table was dropped still hold it
+    weights.pop("t2u_model.model.decoder.embed_tokens.weight", None)
     weights = {k: v for k, v in weights.items() if k.startswith(prefixes)}
     if config.quantization:
         from .quantize import apply_quantization
 
         apply_quantization(model, config.quantization, weights)
+    if dtype is None and mx.default_device() == mx.cpu and any(
+        v.dtype in (mx.float16, mx.bfloat16) for v in weights.values()
+    ):
+        dtype = "float32"  # half-precision kernels are many times slower than float32 on the CPU
     if dtype is not None:
         weights = cast_weights(weights, dtype)
     load_strict(model, weights)
@@ -181,7 +184,7 @@ def cast_weights(weights: Dict[str, mx.array], dtype: str) -> Dict[str, mx.array
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     target = DTYPES[dtype]
     return {
-        k: v.astype(target) if mx.issubdtype(v.dtype, mx.floating) and not k.endswith(".scales") else v
+        k: v.astype(target) if mx.issubdtype(v.dtype, mx.floating) else v
         for k, v in weights.items()
     }
 

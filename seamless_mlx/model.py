@@ -96,6 +96,11 @@ class SeamlessM4Tv2Model(nn.Module):
 
         Loading is strict: a weight that is missing, unexpected or of the wrong shape raises an
         error naming it.  Only the weights of this class's sub-models are read.
+
+        ``dtype`` (``"float32"``, ``"float16"``, ``"bfloat16"``) casts the floating-point weights,
+        quantization scales included.  By default they stay as stored, except on the CPU backend,
+        where float16/bfloat16 weights are computed in float32: MLX's CPU kernels for half
+        precision are 10-40x slower than for float32.
         """
         from .loading import load_model
 

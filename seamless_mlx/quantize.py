@@ -1,10 +1,15 @@
 """Weight quantization (mlx-lm conventions).
 
 Quantized: the linear layers of the text encoder/decoder, speech encoder (with adaptor) and T2U
-model, and the shared token embedding (which is also the tied LM head, used through
-``QuantizedEmbedding.as_linear``).  Kept in floating point: convolutions, norms, small embeddings
-(positions, characters, speakers, languages) and the whole vocoder — they are a small share of the
-bytes and the vocoder's output is the audio itself.
+model, the shared token embedding (which is also the tied LM head, used through
+``QuantizedEmbedding.as_linear``), and the wide convolutions of the speech adaptor and the T2U
+decoder layers (as the ``[Cout, K * Cin]`` matrix of their stacked taps, see
+:class:`seamless_mlx.conv.QuantizedConv1d`).  Kept in floating point: the depthwise convolution,
+norms, small embeddings (positions, characters, speakers, languages), the T2U duration predictor
+(its rounding decides how many units are spoken) and the whole vocoder (its output is the audio).
+
+Quantized exports store those floating-point parts, and the quantization scales and biases, in
+float16 unless another ``dtype`` is asked for: float32 scales alone cost half a bit per weight.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .conv import Conv1d
+
 QUANTIZED_ROOTS = ("shared", "text_encoder.", "text_decoder.", "speech_encoder.", "t2u_model.")
+QUANTIZED_CONV_ROOTS = ("speech_encoder.adapter.", "t2u_model.model.decoder.layers.")
+DEFAULT_DTYPE = "float16"  # of the parts a quantized export keeps in floating point
 ALLOWED_BITS = (4, 8)
 ALLOWED_GROUPS = (32, 64, 128)
 
@@ -30,6 +39,9 @@ def check_quant_args(bits: int, group_size: int):
 def should_quantize(path: str, module: nn.Module, group_size: int) -> bool:
     if not path.startswith(QUANTIZED_ROOTS) or path.startswith("t2u_model.model.decoder.embed_"):
         return False
+    if isinstance(module, Conv1d):
+        c_out, kernel, c_in = module.weight.shape
+        return path.startswith(QUANTIZED_CONV_ROOTS) and module.groups == 1 and (kernel * c_in) % group_size == 0
     if isinstance(module, nn.Linear):
         return module.weight.shape[-1] % group_size == 0
     if isinstance(module, nn.Embedding):

@@ -6,6 +6,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from mlx.utils import tree_map
 
 import seamless_mlx as sm
 from seamless_mlx.audio import SeamlessM4TFeatureExtractor
@@ -82,15 +83,47 @@ def test_task_classes_load_a_quantized_folder(qfolder, cls, kind):
 
 def test_quantize_save_load_is_lossless(tiny_checkpoint, qfolder):
     folder, bits = qfolder
-    in_memory = sm.SeamlessM4Tv2ForTextToText.from_pretrained(tiny_checkpoint)
+    # a quantized export keeps its floating-point parts (and scales) in float16 by default, and
+    # the CPU backend computes them in float32
+    in_memory = sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint, dtype="float16")
     quantize_model(in_memory, bits, 32)
-    loaded = sm.SeamlessM4Tv2ForTextToText.from_pretrained(folder)
+    in_memory.update(tree_map(lambda a: a.astype(mx.float32) if mx.issubdtype(a.dtype, mx.floating) else a,
+                              in_memory.parameters()))
+    loaded = sm.SeamlessM4Tv2Model.from_pretrained(folder)
+    assert loaded.shared.scales.dtype == mx.float32
     text = _text(folder)
     a, _ = in_memory.encode(**text)
     b, _ = loaded.encode(**text)
     np.testing.assert_array_equal(np.array(a), np.array(b))
-    x = in_memory.generate(**text, tgt_lang="fra").sequences.tolist()
-    assert x == loaded.generate(**text, tgt_lang="fra").sequences.tolist()
+    x = in_memory.generate(**text, tgt_lang="fra", generate_speech=False).sequences.tolist()
+    assert x == loaded.generate(**text, tgt_lang="fra", generate_speech=False).sequences.tolist()
+    # the adaptor and T2U convolutions are quantized too: S2ST waveforms are bit-identical
+    wa, na = in_memory.generate(**_speech(), tgt_lang="spa", max_new_tokens=5)
+    wb, nb = loaded.generate(**_speech(), tgt_lang="spa", max_new_tokens=5)
+    assert na.tolist() == nb.tolist()
+    np.testing.assert_array_equal(np.array(wa), np.array(wb))
+
+
+def test_quantized_folder_layout(qfolder):
+    folder, _ = qfolder
+    index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    weights = {}
+    for shard in set(index.values()):
+        weights.update(mx.load(str(folder / shard)))
+    for conv in ("t2u_model.model.decoder.layers.0.conv1", "speech_encoder.adapter.layers.0.residual_conv"):
+        assert weights[conv + ".weight"].dtype == mx.uint32 and conv + ".scales" in weights
+    assert weights["shared.scales"].dtype == mx.float16
+    assert weights["vocoder.hifi_gan.conv_pre.weight"].dtype == mx.float16
+    assert "t2u_model.model.decoder.embed_tokens.weight" not in weights  # only the tied head reads it
+    # the duration predictors and the vocoder stay unquantized
+    assert "t2u_model.model.decoder.duration_predictor.conv1.scales" not in weights
+    assert not any(k.startswith("vocoder.") and k.endswith(".scales") for k in weights)
+
+
+def test_quantized_export_can_keep_float32(tiny_checkpoint, tmp_path):
+    folder = convert(tiny_checkpoint, tmp_path / "q8f32", quantize=True, q_bits=8, q_group_size=32, dtype="float32")
+    model = sm.SeamlessM4Tv2ForTextToText.from_pretrained(folder)
+    assert model.shared.scales.dtype == mx.float32
 
 
 def test_8bit_keeps_greedy_text_of_fp32(tiny_checkpoint, tmp_path):
@@ -105,7 +138,8 @@ def test_8bit_keeps_greedy_text_of_fp32(tiny_checkpoint, tmp_path):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_folder_runs_without_overflow(tiny_checkpoint, tmp_path, dtype):
     folder = convert(tiny_checkpoint, tmp_path / dtype, dtype=dtype)
-    model = sm.SeamlessM4Tv2Model.from_pretrained(folder)
+    assert sm.SeamlessM4Tv2ForTextToText.from_pretrained(folder).shared.weight.dtype == mx.float32  # CPU default
+    model = sm.SeamlessM4Tv2Model.from_pretrained(folder, dtype=dtype)
     assert model.shared.weight.dtype == getattr(mx, dtype)
     wav, n = model.generate(**_speech(), tgt_lang="fra", max_new_tokens=5)
     assert np.isfinite(np.array(wav)).all() and int(n[0].item()) > 0
