@@ -29,6 +29,8 @@ from typing import Optional, Tuple, Union
 import mlx.core as mx
 import mlx.nn as nn
 
+from .layers import quantized_product
+
 Padding = Union[int, Tuple[int, int]]
 
 
@@ -209,7 +211,7 @@ def stacked_taps(x: mx.array, kernel: int, stride: int, left: int, right: int, d
 
 class QuantizedConv1d(nn.Module):
     """A :class:`Conv1d` (``groups == 1``) whose weight is stored quantized as the ``[Cout, K * Cin]``
-    matrix of its stacked taps; the forward pass is one ``quantized_matmul`` on every backend.
+    matrix of its stacked taps; the forward pass is one quantized product (:func:`quantized_product`).
 
     Wide, short convolutions (the T2U decoder's kernel-7 1024-channel convs, the speech adaptor's
     stride-8 convs) hold most of the non-linear bytes of the model, so quantizing them is what
@@ -246,10 +248,7 @@ class QuantizedConv1d(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         cols = stacked_taps(x, self.kernel_size, self.stride, self.pad_left, self.pad_right, self.dilation)
-        y = mx.quantized_matmul(
-            cols, self.weight, self.scales, self.get("biases"), transpose=True,
-            group_size=self.group_size, bits=self.bits, mode=self.mode,
-        )
+        y = quantized_product(cols, self)
         return y if "bias" not in self else y + self.bias
 
 

@@ -250,3 +250,54 @@ def apply_linear(layer: nn.Module, x: mx.array) -> mx.array:
     if isinstance(layer, nn.Linear) and "weight" in layer and not hasattr(layer, "scales"):
         return linear(x, layer.weight, layer.get("bias"))
     return layer(x)
+
+
+# --------------------------------------------------------------------------- quantized products
+# MLX's CPU ``quantized_matmul`` is a reference loop: measured here (2 cores, 4096x1024 weight,
+# 8-bit) 7 ms for one row and 3.2 s for 512 rows, where the float GEMM takes 60 ms.  So on the CPU
+# a product with several rows dequantizes the weight (a transient float copy) and calls the BLAS
+# GEMM, and either kind is split by output rows over one stream per core: 512 rows 3156 -> 67 ms,
+# one row 7.1 -> 4.1 ms.  Metal keeps the fused kernel.
+DEQUANTIZE_MIN_ROWS = 8
+
+
+def quantized_product(x: mx.array, layer: nn.Module) -> mx.array:
+    """``x @ W.T`` for a layer holding a quantized ``weight`` (with ``scales``, maybe ``biases``,
+    ``group_size``, ``bits``, ``mode``): the weight of a quantized linear, embedding or conv."""
+    w, scales, biases = layer["weight"], layer["scales"], layer.get("biases")
+    kw = dict(group_size=layer.group_size, bits=layer.bits, mode=layer.mode)
+    if mx.default_device() != mx.cpu:
+        return mx.quantized_matmul(x, w, scales, biases, transpose=True, **kw)
+    dense = x.size // x.shape[-1] >= DEQUANTIZE_MIN_ROWS
+
+    def part(sl):
+        b = None if biases is None else biases[sl]
+        if dense:
+            return x @ mx.dequantize(w[sl], scales[sl], b, **kw).astype(x.dtype).T
+        return mx.quantized_matmul(x, w[sl], scales[sl], b, transpose=True, **kw)
+
+    n = w.shape[0]
+    groups = min(os.cpu_count() or 1, 8, n // 64)
+    if groups <= 1:
+        return part(slice(None))
+    bounds = [n * g // groups for g in range(groups + 1)]
+    outs = []
+    for g, stream in enumerate(cpu_streams(groups)):
+        with mx.stream(stream):
+            outs.append(part(slice(bounds[g], bounds[g + 1])))
+    return mx.concatenate(outs, axis=-1)
+
+
+class QuantizedLinear(nn.QuantizedLinear):
+    """``nn.QuantizedLinear`` whose product goes through :func:`quantized_product`."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        y = quantized_product(x, self)
+        return y + self["bias"] if "bias" in self else y
+
+
+class QuantizedEmbedding(nn.QuantizedEmbedding):
+    """``nn.QuantizedEmbedding`` whose tied-head product goes through :func:`quantized_product`."""
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return quantized_product(x, self)

@@ -115,9 +115,11 @@ def test_quantized_folder_layout(qfolder):
     assert weights["shared.scales"].dtype == mx.float16
     assert weights["vocoder.hifi_gan.conv_pre.weight"].dtype == mx.float16
     assert "t2u_model.model.decoder.embed_tokens.weight" not in weights  # only the tied head reads it
-    # the duration predictors and the vocoder stay unquantized
-    assert "t2u_model.model.decoder.duration_predictor.conv1.scales" not in weights
-    assert not any(k.startswith("vocoder.") and k.endswith(".scales") for k in weights)
+    # two large lookup tables are quantized; the duration predictors and the rest of the vocoder are not
+    assert "t2u_model.model.decoder.embed_char.scales" in weights
+    assert not any(".duration_predictor." in k and k.endswith(".scales") for k in weights)
+    # (the tiny vocoder's 16-wide unit table is narrower than a group and stays float too)
+    assert [k for k in weights if k.startswith("vocoder.") and k.endswith(".scales")] == []
 
 
 def test_quantized_export_can_keep_float32(tiny_checkpoint, tmp_path):
@@ -152,3 +154,17 @@ def test_bad_quantization_flags_are_refused(tiny_checkpoint, tmp_path, capsys, f
     assert code == 2
     assert msg in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16, 40])
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("out_dims", [1, 96, 160])
+def test_cpu_quantized_product_matches_the_fused_kernel(rows, bits, out_dims):
+    # on the CPU, several rows go through dequantize + GEMM and wide ones are split over streams
+    from seamless_mlx.layers import QuantizedLinear
+
+    lin = nn.Linear(128, out_dims)
+    q = QuantizedLinear.from_linear(lin, 32, bits)
+    x = mx.random.normal((2, rows, 128))
+    ref = mx.quantized_matmul(x, q.weight, q.scales, q.biases, transpose=True, group_size=32, bits=bits) + q.bias
+    np.testing.assert_allclose(np.array(q(x)), np.array(ref), atol=1e-4, rtol=1e-4)
