@@ -145,11 +145,79 @@ class FeedForward(nn.Module):
         return apply_linear(self.fc2, self.act(apply_linear(self.fc1, x)))
 
 
+# --------------------------------------------------------------------------- CPU transcendentals
+# MLX's CPU ``exp`` (behind sigmoid, SiLU and softmax) runs at ~50 M elements/s per stream here,
+# 5-10x slower than torch's vectorised one, and it is most of the conformer's non-GEMM time (two
+# SiLUs over [T, 4096] and a softmax over [16, T, T] per layer).  On the CPU we evaluate exp as a
+# compiled, fused polynomial instead: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, a degree-7
+# Taylor polynomial in r (truncation ~6e-9), and 2^k assembled in the exponent bits; ~1e-6
+# relative error, 3-4x faster.  Other backends keep MLX's own kernels.
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 0.693145751953125, 1.428606765330187e-06  # ln 2 split so k * _LN2_HI is exact
+_EXP_TAYLOR = (1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 0.5, 1.0, 1.0)
+
+
+def _exp_poly(x: mx.array) -> mx.array:
+    x = mx.clip(x, -87.0, 88.0)  # exp(-87) ~ 1.6e-38 stands in for 0: the smallest normal float
+    k = mx.floor(x * _LOG2E + 0.5)
+    r = x - k * _LN2_HI - k * _LN2_LO
+    p = _EXP_TAYLOR[0]
+    for c in _EXP_TAYLOR[1:]:
+        p = p * r + c
+    return p * mx.left_shift(k.astype(mx.int32) + 127, 23).view(mx.float32)
+
+
+@mx.compile
+def _sigmoid_cpu(x: mx.array) -> mx.array:
+    return mx.where(x < -87.0, 0.0, 1.0 / (1.0 + _exp_poly(-x)))
+
+
+@mx.compile
+def _silu_cpu(x: mx.array) -> mx.array:
+    return mx.where(x < -87.0, 0.0, x / (1.0 + _exp_poly(-x)))
+
+
+@mx.compile
+def _softmax_numerator(scores: mx.array, bias: mx.array, row_max: mx.array) -> mx.array:
+    return _exp_poly(scores + bias - row_max)
+
+
+def _fast_cpu(x: mx.array) -> bool:
+    return mx.default_device() == mx.cpu and x.dtype == mx.float32
+
+
+def sigmoid(x: mx.array) -> mx.array:
+    return _sigmoid_cpu(x) if _fast_cpu(x) else mx.sigmoid(x)
+
+
+def silu(x: mx.array) -> mx.array:
+    return _silu_cpu(x) if _fast_cpu(x) else nn.silu(x)
+
+
+def glu(x: mx.array, axis: int = -1) -> mx.array:
+    a, b = mx.split(x, 2, axis=axis)
+    return a * sigmoid(b)
+
+
+def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: Optional[mx.array] = None) -> mx.array:
+    """``softmax(q k^T * scale + bias) v`` with an additive ``bias``: ``mx.fast.scaled_dot_product_attention``,
+    except for float32 on the CPU, where MLX's kernel is itself matmul + softmax + matmul and the
+    softmax's exp is what costs; there the same three steps run with the polynomial exp."""
+    if not _fast_cpu(q):
+        return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=bias)
+    scores = (q * scale) @ k.swapaxes(-1, -2)
+    if bias is None:
+        bias = mx.zeros((1,), dtype=scores.dtype)
+    row_max = (scores + bias).max(axis=-1, keepdims=True)
+    weights = _softmax_numerator(scores, bias, row_max)
+    return (weights @ v) / weights.sum(axis=-1, keepdims=True)
+
+
 ACTIVATIONS = {
     "relu": nn.relu,
     "gelu": nn.gelu,
-    "swish": nn.silu,
-    "silu": nn.silu,
+    "swish": silu,
+    "silu": silu,
 }
 
 

@@ -51,3 +51,41 @@ def test_greedy_with_split_matvecs_matches_transformers(monkeypatch, tiny_checkp
     out = model.generate(input_ids=mx.array(enc["input_ids"].numpy()),
                          attention_mask=mx.array(enc["attention_mask"].numpy()), tgt_lang="fra")
     assert out.sequences.tolist() == ref
+
+
+def test_polynomial_transcendentals_are_float32_accurate():
+    # against float64 numpy (MLX's own CPU exp is off by up to ~4e-6 relative near |x| = 87)
+    x = mx.concatenate([mx.linspace(-120, 120, 20001), mx.array([-1e30, -88.0, -87.0, 0.0, 87.0, 1e30])])
+    x64 = np.array(x).astype(np.float64)
+    with np.errstate(over="ignore"):
+        sig = 1 / (1 + np.exp(-x64))
+    inner = np.abs(x64) <= 87
+    np.testing.assert_allclose(np.array(layers._exp_poly(x))[inner], np.exp(x64[inner]), rtol=3e-7)
+    np.testing.assert_allclose(np.array(layers.sigmoid(x)), sig, rtol=3e-7, atol=1e-37)
+    np.testing.assert_allclose(np.array(layers.silu(x)), x64 * sig, rtol=3e-7, atol=1e-35)
+    a = mx.random.normal((3, 8), key=mx.random.key(3))
+    np.testing.assert_allclose(np.array(layers.glu(a)), np.array(a[:, :4] * mx.sigmoid(a[:, 4:])), rtol=2e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_attention_matches_fused_kernel(masked):
+    k1, k2, k3, k4 = mx.random.split(mx.random.key(5), 4)
+    q, k, v = (mx.random.normal((2, 4, 37, 16), key=key) for key in (k1, k2, k3))
+    bias = mx.random.normal((2, 4, 37, 37), key=k4)
+    if masked:  # the speech encoder's masked entries: half the float32 minimum; one row fully masked
+        keep = mx.random.uniform(key=k4, shape=(2, 1, 37, 37)) > 0.3
+        keep = keep.at[0, 0, 5].multiply(False)
+        bias = mx.where(keep, bias, mx.finfo(mx.float32).min / 2)
+    ref = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask=bias)
+    np.testing.assert_allclose(np.array(layers.attention(q, k, v, 0.25, bias)), np.array(ref), atol=2e-6)
+
+
+def test_time_split_depthwise_conv_equals_single_pass():
+    from seamless_mlx.speech_encoder import CausalDepthwiseConv1d
+
+    conv = CausalDepthwiseConv1d(512, 31)
+    conv.weight = mx.random.normal((512, 31, 1), key=mx.random.key(6))
+    x = mx.random.normal((1, 600, 512), key=mx.random.key(7))  # big enough to be split on the CPU
+    xp = mx.pad(x, [(0, 0), (30, 0), (0, 0)])
+    ref = sum(xp[:, i : i + 600] * conv.weight[:, i, 0] for i in range(31))
+    np.testing.assert_allclose(np.array(conv(x)), np.array(ref), atol=1e-4)
