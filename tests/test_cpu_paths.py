@@ -89,3 +89,18 @@ def test_time_split_depthwise_conv_equals_single_pass():
     xp = mx.pad(x, [(0, 0), (30, 0), (0, 0)])
     ref = sum(xp[:, i : i + 600] * conv.weight[:, i, 0] for i in range(31))
     np.testing.assert_allclose(np.array(conv(x)), np.array(ref), atol=1e-4)
+
+
+def test_per_head_attention_slices_equal_all_heads(monkeypatch):
+    from seamless_mlx import speech_encoder
+
+    cfg = ModelConfig.from_dict({**TINY, "vocab_size": 64})
+    enc = SpeechEncoder(cfg)
+    mx.eval(enc.parameters())
+    x = mx.random.normal((2, 40, 160), key=mx.random.key(8))
+    mask = mx.array(np.r_[np.ones(40), np.r_[np.ones(25), np.zeros(15)]].reshape(2, 40).astype(np.int32))
+    ref, _ = enc(x, mask)
+    mx.eval(ref)
+    monkeypatch.setattr(speech_encoder, "ATTENTION_SLICE_BYTES", 0)
+    out, _ = enc(x, mask)
+    np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-6)
