@@ -194,7 +194,8 @@ class Conv1d(nn.Module):
         )
 
     def to_quantized(self, group_size: int = 64, bits: int = 4, mode: str = "affine", **_):
-        """Used by ``nn.quantize``: the same convolution with a quantized ``[Cout, K * Cin]`` weight."""
+        """The same convolution with a quantized ``[Cout, K * Cin]`` weight (``nn.quantize``'s hook,
+        also used by :func:`seamless_mlx.quantize.quantize_modules`)."""
         return QuantizedConv1d.from_conv(self, group_size, bits, mode)
 
 

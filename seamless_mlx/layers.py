@@ -252,6 +252,19 @@ def cpu_streams(n: int):
     return _CPU_STREAMS[:n]
 
 
+def over_streams(fn, n: int, groups: int, axis: int) -> mx.array:
+    """``fn(slice)`` for ``groups`` contiguous slices of ``range(n)``, each on its own CPU stream,
+    concatenated on ``axis`` (``fn`` of the whole range when ``groups`` is 1)."""
+    if groups <= 1:
+        return fn(slice(0, n))
+    bounds = [n * g // groups for g in range(groups + 1)]
+    outs = []
+    for g, stream in enumerate(cpu_streams(groups)):
+        with mx.stream(stream):
+            outs.append(fn(slice(bounds[g], bounds[g + 1])))
+    return mx.concatenate(outs, axis=axis)
+
+
 def head_groups(batch: int, heads: int, q_len: int, k_len: int) -> int:
     """How many head groups to run in parallel (1 = no split)."""
     if mx.default_device() != mx.cpu or batch * heads * q_len * k_len < HEAD_PARALLEL_MIN_ELEMENTS:
@@ -267,15 +280,11 @@ def parallel_over_heads(fn, heads: int, groups: int, *arrays):
     has ``heads`` entries) on separate CPU streams; concatenate the results on axis 1."""
     if groups == 1:
         return fn(*arrays)
-    size = heads // groups
-    outs = []
-    for g, stream in enumerate(cpu_streams(groups)):
-        sl = slice(g * size, (g + 1) * size)
-        parts = [a[:, sl] if a is not None and a.ndim == 4 and a.shape[1] == heads else a for a in arrays]
-        with mx.stream(stream):
-            outs.append(fn(*parts))
-    return mx.concatenate(outs, axis=1)
 
+    def part(sl):
+        return fn(*(a[:, sl] if a is not None and a.ndim == 4 and a.shape[1] == heads else a for a in arrays))
+
+    return over_streams(part, heads, groups, axis=1)
 
 
 SPLIT_MATVEC_MIN_BYTES = 4 << 20
@@ -301,16 +310,14 @@ def matvec_groups(x: mx.array, weight: mx.array) -> int:
 def linear(x: mx.array, weight: mx.array, bias: Optional[mx.array] = None) -> mx.array:
     """``x @ weight.T + bias`` with one-row products split over CPU streams (see above)."""
     groups = matvec_groups(x, weight)
-    if groups == 1:
+    if groups == 1:  # the common case stays free of slicing ops
         return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
-    n = weight.shape[0]
-    bounds = [n * g // groups for g in range(groups + 1)]
-    outs = []
-    for g, stream in enumerate(cpu_streams(groups)):
-        with mx.stream(stream):
-            w = weight[bounds[g] : bounds[g + 1]]
-            outs.append(x @ w.T if bias is None else mx.addmm(bias[bounds[g] : bounds[g + 1]], x, w.T))
-    return mx.concatenate(outs, axis=-1)
+
+    def part(sl):
+        w = weight[sl]
+        return x @ w.T if bias is None else mx.addmm(bias[sl], x, w.T)
+
+    return over_streams(part, weight.shape[0], groups, axis=-1)
 
 
 def apply_linear(layer: nn.Module, x: mx.array) -> mx.array:
@@ -345,15 +352,7 @@ def quantized_product(x: mx.array, layer: nn.Module) -> mx.array:
         return mx.quantized_matmul(x, w[sl], scales[sl], b, transpose=True, **kw)
 
     n = w.shape[0]
-    groups = min(os.cpu_count() or 1, 8, n // 64)
-    if groups <= 1:
-        return part(slice(None))
-    bounds = [n * g // groups for g in range(groups + 1)]
-    outs = []
-    for g, stream in enumerate(cpu_streams(groups)):
-        with mx.stream(stream):
-            outs.append(part(slice(bounds[g], bounds[g + 1])))
-    return mx.concatenate(outs, axis=-1)
+    return over_streams(part, n, min(os.cpu_count() or 1, 8, n // 64), axis=-1)
 
 
 class QuantizedLinear(nn.QuantizedLinear):

@@ -182,8 +182,8 @@ def load_model(path, cls, dtype: Optional[str] = None, lazy: bool = False):
 def cast_weights(weights: Dict[str, mx.array], dtype: str, materialize: bool = False) -> Dict[str, mx.array]:
     """Floating-point weights (quantization scales included) cast to ``dtype``.
 
-    ``materialize`` casts one tensor at a time and hands the freed source buffers back to the
-    system as it goes, so that a bf16 folder loaded as float32 peaks at the float32 size, not at
+    ``materialize`` casts one tensor at a time, taking it out of ``weights`` (which ends empty), and
+    hands the freed source buffers back to the system as it goes, so that a bf16 folder loaded as float32 peaks at the float32 size, not at
     float32 + bf16 (measured: T2TT RSS 6.30 -> 5.6 GB)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")

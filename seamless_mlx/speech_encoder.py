@@ -20,7 +20,7 @@ import mlx.nn as nn
 
 from .config import ModelConfig
 from .conv import Conv1d
-from .layers import ACTIVATIONS, attention, cpu_streams, glu, head_groups, lengths_to_mask, parallel_over_heads
+from .layers import ACTIVATIONS, attention, glu, head_groups, lengths_to_mask, over_streams, parallel_over_heads
 
 # transformers builds these LayerNorms without passing config.layer_norm_eps
 _DEFAULT_EPS = 1e-5
@@ -152,10 +152,11 @@ class ConformerSelfAttention(nn.Module):
                 return attend_heads(q, k, v, rel)
             heads = []
             for h in range(q.shape[1]):
-                qh, rh = q[:, h : h + 1], (q if rel is None else rel)[:, h : h + 1]
+                qh, rh = q[:, h : h + 1], None if rel is None else rel[:, h : h + 1]
                 if heads:  # start a head only once the previous one is done, so they never coexist
-                    qh, rh = mx.depends([qh, rh], [heads[-1]])
-                heads.append(attend_heads(qh, k[:, h : h + 1], v[:, h : h + 1], None if rel is None else rh))
+                    qh = mx.depends(qh, heads[-1])
+                    rh = None if rh is None else mx.depends(rh, heads[-1])
+                heads.append(attend_heads(qh, k[:, h : h + 1], v[:, h : h + 1], rh))
             return mx.concatenate(heads, axis=1)
 
         out = parallel_over_heads(attend, H, head_groups(B, H, T, T), q, k, v, rel)
@@ -184,22 +185,15 @@ class CausalDepthwiseConv1d(nn.Module):
         x = mx.pad(x, [(0, 0), (K - 1, 0), (0, 0)])
         w = self.weight[:, :, 0].astype(x.dtype)  # [C, K]
 
-        def span(start: int, stop: int) -> mx.array:
-            n = stop - start
+        def span(sl: slice) -> mx.array:
+            start, n = sl.start, sl.stop - sl.start
             y = x[:, start : start + n] * w[:, 0]
             for i in range(1, K):
                 y = y + x[:, start + i : start + i + n] * w[:, i]
             return y
 
         groups = (os.cpu_count() or 1) if mx.default_device() == mx.cpu and x.size >= (1 << 18) else 1
-        if groups == 1 or T < 2 * groups:
-            return span(0, T)
-        bounds = [T * g // groups for g in range(groups + 1)]
-        outs = []
-        for g, stream in enumerate(cpu_streams(groups)):
-            with mx.stream(stream):
-                outs.append(span(bounds[g], bounds[g + 1]))
-        return mx.concatenate(outs, axis=1)
+        return over_streams(span, T, groups if T >= 2 * groups else 1, axis=1)
 
 
 class ConformerConvolution(nn.Module):
