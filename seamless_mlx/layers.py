@@ -108,10 +108,10 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dims // num_heads
         self.scale = self.head_dim**-0.5
-        self.q_proj = nn.Linear(dims, dims)
-        self.k_proj = nn.Linear(dims, dims)
-        self.v_proj = nn.Linear(dims, dims)
-        self.out_proj = nn.Linear(dims, dims)
+        self.q_proj = Linear(dims, dims)
+        self.k_proj = Linear(dims, dims)
+        self.v_proj = Linear(dims, dims)
+        self.out_proj = Linear(dims, dims)
 
     def split_heads(self, x: mx.array) -> mx.array:
         B, L, _ = x.shape
@@ -119,17 +119,24 @@ class Attention(nn.Module):
 
     def kv(self, x: mx.array):
         """Projected keys and values ``[B, H, S, Dh]`` (used to fill caches)."""
-        return self.split_heads(apply_linear(self.k_proj, x)), self.split_heads(apply_linear(self.v_proj, x))
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
     def attend(self, q_in: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
         B, L, _ = q_in.shape
-        q = self.split_heads(apply_linear(self.q_proj, q_in))
+        q = self.split_heads(self.q_proj(q_in))
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return apply_linear(self.out_proj, out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 
     def __call__(self, x: mx.array, mask=None, memory: Optional[mx.array] = None) -> mx.array:
         k, v = self.kv(x if memory is None else memory)
         return self.attend(x, k, v, mask)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose product goes through :func:`linear` (the CPU routes above)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return linear(x, self.weight, self.get("bias"))
 
 
 class FeedForward(nn.Module):
@@ -137,66 +144,91 @@ class FeedForward(nn.Module):
 
     def __init__(self, dims: int, ffn_dim: int, activation: str = "relu"):
         super().__init__()
-        self.fc1 = nn.Linear(dims, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, dims)
+        self.fc1 = Linear(dims, ffn_dim)
+        self.fc2 = Linear(ffn_dim, dims)
         self.act = ACTIVATIONS[activation]
 
     def __call__(self, x: mx.array) -> mx.array:
-        return apply_linear(self.fc2, self.act(apply_linear(self.fc1, x)))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 # --------------------------------------------------------------------------- CPU transcendentals
 # MLX's CPU ``exp`` (behind sigmoid, SiLU and softmax) runs at ~50 M elements/s per stream here,
 # 5-10x slower than torch's vectorised one, and it is most of the conformer's non-GEMM time (two
-# SiLUs over [T, 4096] and a softmax over [16, T, T] per layer).  On the CPU we evaluate exp as a
-# compiled, fused polynomial instead: Cody-Waite reduction x = k ln2 + r, |r| <= ln2/2, a degree-7
-# Taylor polynomial in r (truncation ~6e-9), and 2^k assembled in the exponent bits; ~1e-6
-# relative error, 3-4x faster.  Other backends keep MLX's own kernels.
-_LOG2E = 1.4426950408889634
-_LN2_HI, _LN2_LO = 0.693145751953125, 1.428606765330187e-06  # ln 2 split so k * _LN2_HI is exact
-_EXP_TAYLOR = (1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 0.5, 1.0, 1.0)
+# SiLUs over [T, 4096] and a softmax over [16, T, T] per layer).  On the CPU we evaluate exp as one
+# compiled chain of multiply-adds and selects, which MLX fuses into a few vectorised kernels:
+# e^x = (e^(x/32))^32 for |x| <= 20, with e^(x/32) from its degree-9 Taylor polynomial (truncation
+# 3e-9), so the error is the rounding of the five squarings: <= 5e-6 relative (MLX's own exp: 2e-6,
+# torch's: 1e-7).  Outside that range every use below is saturated: e^-20 = 2e-9 is below float32
+# resolution next to 1 (sigmoid, SiLU) and a softmax weight that small is taken as 0.  An earlier
+# version rebuilt 2^k in the exponent bits (1e-7), but the integer view splits MLX's fusion and
+# ``floor`` is not vectorised: 2x slower (softmax over [16, 1000, 1000]: 437 -> 195 ms).
+# Other backends keep MLX's own kernels.
+_EXP_RANGE = 20.0
+_EXP_SQUARINGS = 5
+_EXP_TAYLOR = tuple(1 / math.factorial(i) for i in range(9, -1, -1))
 
 
-def _exp_poly(x: mx.array) -> mx.array:
-    x = mx.clip(x, -87.0, 88.0)  # exp(-87) ~ 1.6e-38 stands in for 0: the smallest normal float
-    k = mx.floor(x * _LOG2E + 0.5)
-    r = x - k * _LN2_HI - k * _LN2_LO
+def _exp_bounded(x: mx.array) -> mx.array:
+    """e^x for ``|x| <= _EXP_RANGE`` (larger inputs are clamped to the range)."""
+    x = mx.where(x < -_EXP_RANGE, -_EXP_RANGE, mx.where(x > _EXP_RANGE, _EXP_RANGE, x))
+    y = x * (1.0 / 2**_EXP_SQUARINGS)
     p = _EXP_TAYLOR[0]
     for c in _EXP_TAYLOR[1:]:
-        p = p * r + c
-    return p * mx.left_shift(k.astype(mx.int32) + 127, 23).view(mx.float32)
+        p = p * y + c
+    for _ in range(_EXP_SQUARINGS):
+        p = p * p
+    return p
 
 
 @mx.compile
 def _sigmoid_cpu(x: mx.array) -> mx.array:
-    return mx.where(x < -87.0, 0.0, 1.0 / (1.0 + _exp_poly(-x)))
+    return mx.where(x < -_EXP_RANGE, 0.0, 1.0 / (1.0 + _exp_bounded(-x)))
 
 
 @mx.compile
 def _silu_cpu(x: mx.array) -> mx.array:
-    return mx.where(x < -87.0, 0.0, x / (1.0 + _exp_poly(-x)))
+    return mx.where(x < -_EXP_RANGE, 0.0, x / (1.0 + _exp_bounded(-x)))
 
 
 @mx.compile
 def _softmax_numerator(scores: mx.array, bias: mx.array, row_max: mx.array) -> mx.array:
-    return _exp_poly(scores + bias - row_max)
+    x = scores + bias - row_max  # <= 0
+    return mx.where(x < -_EXP_RANGE, 0.0, _exp_bounded(x))
+
+
+@mx.compile
+def _glu_cpu(a: mx.array, b: mx.array) -> mx.array:
+    return a * _sigmoid_cpu(b)
+
+
+ELEMENTWISE_SPLIT_MIN = 1 << 20  # elements: larger element-wise passes are split over CPU streams
 
 
 def _fast_cpu(x: mx.array) -> bool:
     return mx.default_device() == mx.cpu and x.dtype == mx.float32
 
 
+def _by_rows(fn, x: mx.array, *more: mx.array) -> mx.array:
+    """``fn(x, *more)`` (element-wise, same shapes), split along axis -2 over one CPU stream per
+    core when large: MLX runs an element-wise kernel on one thread (SiLU over [500, 4096]: 2x)."""
+    groups = min(os.cpu_count() or 1, 8)
+    if x.size < ELEMENTWISE_SPLIT_MIN or x.ndim < 2 or x.shape[-2] < 2 * groups:
+        return fn(x, *more)
+    return over_streams(lambda sl: fn(*(a[..., sl, :] for a in (x, *more))), x.shape[-2], groups, axis=-2)
+
+
 def sigmoid(x: mx.array) -> mx.array:
-    return _sigmoid_cpu(x) if _fast_cpu(x) else mx.sigmoid(x)
+    return _by_rows(_sigmoid_cpu, x) if _fast_cpu(x) else mx.sigmoid(x)
 
 
 def silu(x: mx.array) -> mx.array:
-    return _silu_cpu(x) if _fast_cpu(x) else nn.silu(x)
+    return _by_rows(_silu_cpu, x) if _fast_cpu(x) else nn.silu(x)
 
 
 def glu(x: mx.array, axis: int = -1) -> mx.array:
     a, b = mx.split(x, 2, axis=axis)
-    return a * sigmoid(b)
+    return _by_rows(_glu_cpu, a, b) if _fast_cpu(x) else a * mx.sigmoid(b)
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: Optional[mx.array] = None) -> mx.array:
@@ -307,24 +339,41 @@ def matvec_groups(x: mx.array, weight: mx.array) -> int:
     return min(os.cpu_count() or 1, 8)
 
 
+# MKL's GEMM is slow for a few rows times a wide weight (``x @ W.T``, x [20, 1024], W [8192, 1024]:
+# 12 ms here, 26 GFLOP/s) and about twice as fast when asked for the transposed product
+# ``(W @ x.T).T`` (6.7 ms); the two run level at ~500 rows.  So on the CPU products with 2 to
+# TRANSPOSED_PRODUCT_MAX_ROWS rows (short texts, the first decoder step, beams, the T2U, the speech
+# adaptor) take that route.
+TRANSPOSED_PRODUCT_MAX_ROWS = 256
+
+
+def _few_rows(x: mx.array) -> bool:
+    rows = x.size // x.shape[-1] if x.shape[-1] else 0
+    return 1 < rows <= TRANSPOSED_PRODUCT_MAX_ROWS and mx.default_device() == mx.cpu
+
+
+def product(x: mx.array, weight: mx.array) -> mx.array:
+    """``x @ weight.T`` for ``x`` ``[..., K]`` and a float ``weight`` ``[N, K]``."""
+    if _few_rows(x):
+        return (weight @ x.reshape(-1, x.shape[-1]).T).T.reshape(*x.shape[:-1], weight.shape[0])
+    return x @ weight.T
+
+
 def linear(x: mx.array, weight: mx.array, bias: Optional[mx.array] = None) -> mx.array:
-    """``x @ weight.T + bias`` with one-row products split over CPU streams (see above)."""
+    """``x @ weight.T + bias``: one-row products split over CPU streams (see above), a few rows
+    through :func:`product`."""
     groups = matvec_groups(x, weight)
     if groups == 1:  # the common case stays free of slicing ops
-        return x @ weight.T if bias is None else mx.addmm(bias, x, weight.T)
+        if bias is None or _few_rows(x):
+            y = product(x, weight)
+            return y if bias is None else y + bias
+        return mx.addmm(bias, x, weight.T)
 
     def part(sl):
         w = weight[sl]
         return x @ w.T if bias is None else mx.addmm(bias[sl], x, w.T)
 
     return over_streams(part, weight.shape[0], groups, axis=-1)
-
-
-def apply_linear(layer: nn.Module, x: mx.array) -> mx.array:
-    """``layer(x)`` for an ``nn.Linear``, through :func:`linear` when it is a float layer."""
-    if isinstance(layer, nn.Linear) and "weight" in layer and not hasattr(layer, "scales"):
-        return linear(x, layer.weight, layer.get("bias"))
-    return layer(x)
 
 
 # --------------------------------------------------------------------------- quantized products
@@ -348,7 +397,7 @@ def quantized_product(x: mx.array, layer: nn.Module) -> mx.array:
     def part(sl):
         b = None if biases is None else biases[sl]
         if dense:
-            return x @ mx.dequantize(w[sl], scales[sl], b, **kw).astype(x.dtype).T
+            return product(x, mx.dequantize(w[sl], scales[sl], b, **kw).astype(x.dtype))
         return mx.quantized_matmul(x, w[sl], scales[sl], b, transpose=True, **kw)
 
     n = w.shape[0]

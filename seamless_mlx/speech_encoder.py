@@ -20,7 +20,16 @@ import mlx.nn as nn
 
 from .config import ModelConfig
 from .conv import Conv1d
-from .layers import ACTIVATIONS, attention, glu, head_groups, lengths_to_mask, over_streams, parallel_over_heads
+from .layers import (
+    ACTIVATIONS,
+    Linear,
+    attention,
+    glu,
+    head_groups,
+    lengths_to_mask,
+    over_streams,
+    parallel_over_heads,
+)
 
 # transformers builds these LayerNorms without passing config.layer_norm_eps
 _DEFAULT_EPS = 1e-5
@@ -79,7 +88,7 @@ class FeatureProjection(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.layer_norm = nn.LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
-        self.projection = nn.Linear(config.feature_projection_input_dim, config.hidden_size)
+        self.projection = Linear(config.feature_projection_input_dim, config.hidden_size)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.projection(self.layer_norm(x))
@@ -88,8 +97,8 @@ class FeatureProjection(nn.Module):
 class ConformerFeedForward(nn.Module):
     def __init__(self, config: ModelConfig, activation: Optional[str] = None):
         super().__init__()
-        self.intermediate_dense = nn.Linear(config.hidden_size, config.speech_encoder_intermediate_size)
-        self.output_dense = nn.Linear(config.speech_encoder_intermediate_size, config.hidden_size)
+        self.intermediate_dense = Linear(config.hidden_size, config.speech_encoder_intermediate_size)
+        self.output_dense = Linear(config.speech_encoder_intermediate_size, config.hidden_size)
         self.act = ACTIVATIONS[activation or config.speech_encoder_hidden_act]
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -110,10 +119,10 @@ class ConformerSelfAttention(nn.Module):
         self.num_heads = config.speech_encoder_attention_heads
         self.head_dim = dims // self.num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
-        self.linear_q = nn.Linear(dims, dims)
-        self.linear_k = nn.Linear(dims, dims)
-        self.linear_v = nn.Linear(dims, dims)
-        self.linear_out = nn.Linear(dims, dims)
+        self.linear_q = Linear(dims, dims)
+        self.linear_k = Linear(dims, dims)
+        self.linear_v = Linear(dims, dims)
+        self.linear_out = Linear(dims, dims)
         self.relative = use_position_embeddings and config.position_embeddings_type == "relative_key"
         if self.relative:
             self.left = config.left_max_position_embeddings
@@ -204,11 +213,11 @@ class ConformerConvolution(nn.Module):
             raise ValueError("conv_depthwise_kernel_size must be odd")
         self.layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         # kernel-1 convolutions are stored as Linear ([out, in]) so they can be quantized
-        self.pointwise_conv1 = nn.Linear(dims, 2 * dims, bias=False)
+        self.pointwise_conv1 = Linear(dims, 2 * dims, bias=False)
         self.depthwise_conv = CausalDepthwiseConv1d(dims, config.conv_depthwise_kernel_size)
         self.depthwise_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         self.act = ACTIVATIONS[config.speech_encoder_hidden_act]
-        self.pointwise_conv2 = nn.Linear(dims, dims, bias=False)
+        self.pointwise_conv2 = Linear(dims, dims, bias=False)
 
     def __call__(self, x: mx.array, valid: Optional[mx.array] = None) -> mx.array:
         """``x`` ``[B, T, D]``; ``valid`` ``[B, T, 1]`` bool or ``None``."""

@@ -22,7 +22,15 @@ import numpy as np
 
 from .config import GenerationConfig, ModelConfig
 from .conv import Conv1d
-from .layers import Attention, EncoderLayer, SinusoidalPositions, lengths_to_mask, padding_bias, repeat_by_durations
+from .layers import (
+    Attention,
+    EncoderLayer,
+    Linear,
+    SinusoidalPositions,
+    lengths_to_mask,
+    padding_bias,
+    repeat_by_durations,
+)
 from .vocoder import VariancePredictor
 from .vocoder import sanitize as _conv_sanitize
 
@@ -205,7 +213,7 @@ class TextToUnit(nn.Module):
         super().__init__()
         self.config = config
         self.model = T2UModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.t2u_vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.t2u_vocab_size, bias=False)
 
     def __call__(self, inputs_embeds, char_input_ids, char_count_per_id, attention_mask=None):
         enc = self.model.encoder(inputs_embeds, attention_mask)
