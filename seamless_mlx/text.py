@@ -52,10 +52,9 @@ class DecoderLayer(nn.Module):
         self.ffn_layer_norm = nn.LayerNorm(d)
 
     def __call__(self, x, self_mask, cross_mask, cache: KVCache, cross: CrossCache):
-        h = self.self_attn_layer_norm(x)
-        k, v = self.self_attn.kv(h)
+        q, k, v = self.self_attn.qkv(self.self_attn_layer_norm(x))
         k, v = cache.update_and_fetch(k, v)
-        x = x + self.self_attn.attend(h, k, v, self_mask)
+        x = x + self.self_attn.attend_projected(q, k, v, self_mask)
         h = self.cross_attention_layer_norm(x)
         x = x + self.cross_attention.attend(h, cross.keys, cross.values, cross_mask)
         return x + self.ffn(self.ffn_layer_norm(x))
@@ -80,7 +79,10 @@ class TextDecoder(nn.Module):
         self._positions = SinusoidalPositions(d, config.pad_token_id)
 
     def make_cache(self, memory: mx.array):
-        """Per-layer ``(KVCache, CrossCache)`` for encoder output ``memory`` ``[B, S, D]``."""
+        """Per-layer ``(KVCache, CrossCache)`` for encoder output ``memory`` ``[B, S, D]``.
+        (Also fuses each layer's self-attention q/k/v weights, see ``Attention.fuse_qkv``.)"""
+        for layer in self.layers:
+            layer.self_attn.fuse_qkv()
         return [(KVCache(), CrossCache(*layer.cross_attention.kv(memory))) for layer in self.layers]
 
     def __call__(

@@ -53,6 +53,33 @@ def test_greedy_with_split_matvecs_matches_transformers(monkeypatch, tiny_checkp
     assert out.sequences.tolist() == ref
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5, 40, 300])
+def test_few_row_products_equal_the_plain_product(rows):
+    w = mx.random.normal((96, 64), key=mx.random.key(1))
+    b = mx.random.normal((96,), key=mx.random.key(2))
+    x = mx.random.normal((1, rows, 64), key=mx.random.key(3))
+    np.testing.assert_allclose(np.array(layers.linear(x, w, b)), np.array(x @ w.T + b), atol=1e-5)
+    np.testing.assert_allclose(np.array(layers.product(x[0], w)), np.array(x[0] @ w.T), atol=1e-5)
+
+
+def test_fused_qkv_keeps_names_and_values_and_notices_replaced_weights():
+    from mlx.utils import tree_flatten
+
+    att = layers.Attention(32, 4)
+    x = mx.random.normal((2, 3, 32), key=mx.random.key(7))
+    before = dict(tree_flatten(att.parameters()))
+    ref = [np.array(a) for a in att.qkv(x)]
+    assert att.fuse_qkv() and att._fused_qkv() is not None
+    after = dict(tree_flatten(att.parameters()))
+    assert sorted(after) == sorted(before)  # no new parameter
+    assert all(mx.array_equal(before[k], after[k]) for k in before)
+    for got, want in zip(att.qkv(x), ref):
+        np.testing.assert_allclose(np.array(got), want, atol=1e-5)
+    att.k_proj.weight = mx.zeros_like(att.k_proj.weight)  # a weight replaced after fusing
+    assert att._fused_qkv() is None
+    np.testing.assert_allclose(np.array(att.qkv(x)[1]), np.zeros((2, 4, 3, 8)) + np.array(att.k_proj.bias).reshape(4, 8)[None, :, None], atol=1e-6)
+
+
 def test_polynomial_transcendentals_are_accurate():
     # against float64 numpy; the contract of layers._exp_bounded: <= 6e-6 relative for |x| <= 20
     # (MLX's own CPU exp is off by up to ~2e-6), saturated outside
