@@ -145,7 +145,8 @@ class Attention(nn.Module):
 
     def _fused_qkv(self):
         fused = self.__dict__.get("_qkv")
-        if fused is None or any(p.get("weight") is not w for p, w in zip((self.q_proj, self.k_proj, self.v_proj), fused[2])):
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        if fused is None or any(p.get("weight") is not w for p, w in zip(projs, fused[2])):
             return None
         return fused
 

@@ -77,7 +77,8 @@ def test_fused_qkv_keeps_names_and_values_and_notices_replaced_weights():
         np.testing.assert_allclose(np.array(got), want, atol=1e-5)
     att.k_proj.weight = mx.zeros_like(att.k_proj.weight)  # a weight replaced after fusing
     assert att._fused_qkv() is None
-    np.testing.assert_allclose(np.array(att.qkv(x)[1]), np.zeros((2, 4, 3, 8)) + np.array(att.k_proj.bias).reshape(4, 8)[None, :, None], atol=1e-6)
+    k_bias = np.array(att.k_proj.bias).reshape(1, 4, 1, 8)
+    np.testing.assert_allclose(np.array(att.qkv(x)[1]), np.broadcast_to(k_bias, (2, 4, 3, 8)), atol=1e-6)
 
 
 def test_polynomial_transcendentals_are_accurate():
