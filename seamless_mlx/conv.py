@@ -29,7 +29,7 @@ from typing import Optional, Tuple, Union
 import mlx.core as mx
 import mlx.nn as nn
 
-from .layers import quantized_product
+from .layers import linear, quantized_product
 
 Padding = Union[int, Tuple[int, int]]
 
@@ -89,8 +89,7 @@ def conv1d(
         # Short and wide (the T2U decoder's kernel-7 1024-channel convs): one GEMM over the stacked
         # taps beats K skinny ones (measured 4x); long and narrow (the vocoder) is the other way.
         cols = stacked_taps(x, kernel, stride, 0, 0, dilation)  # [B, T_out, K * Cin], like the weight
-        w = weight.reshape(weight.shape[0], kernel * cin).T
-        return cols @ w if bias is None else mx.addmm(bias, cols, w)
+        return linear(cols, weight.reshape(weight.shape[0], kernel * cin), bias)
     y = None
     for k in range(kernel):
         start = k * dilation

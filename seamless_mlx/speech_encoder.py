@@ -192,13 +192,15 @@ class CausalDepthwiseConv1d(nn.Module):
         K = self.kernel_size
         T = x.shape[1]
         x = mx.pad(x, [(0, 0), (K - 1, 0), (0, 0)])
-        w = self.weight[:, :, 0].astype(x.dtype)  # [C, K]
+        # [K, C], contiguous: each tap multiplies by a contiguous row (a strided column of the
+        # [C, K] weight sends MLX's CPU binary ops down their scalar path)
+        w = mx.contiguous(self.weight[:, :, 0].T.astype(x.dtype))
 
         def span(sl: slice) -> mx.array:
             start, n = sl.start, sl.stop - sl.start
-            y = x[:, start : start + n] * w[:, 0]
+            y = x[:, start : start + n] * w[0]
             for i in range(1, K):
-                y = y + x[:, start + i : start + i + n] * w[:, i]
+                y = y + x[:, start + i : start + i + n] * w[i]
             return y
 
         groups = (os.cpu_count() or 1) if mx.default_device() == mx.cpu and x.size >= (1 << 18) else 1
