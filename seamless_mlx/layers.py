@@ -195,9 +195,9 @@ class FeedForward(nn.Module):
 # MLX's CPU ``exp`` (behind sigmoid, SiLU and softmax) runs at ~50 M elements/s per stream here,
 # 5-10x slower than torch's vectorised one, and it is most of the conformer's non-GEMM time (two
 # SiLUs over [T, 4096] and a softmax over [16, T, T] per layer).  On the CPU we evaluate exp as one
-# compiled chain of multiply-adds and selects, which MLX fuses into a few vectorised kernels:
+# compiled chain of multiply-adds and selects, which MLX fuses into a few element-wise kernels:
 # e^x = (e^(x/32))^32 for |x| <= 20, with e^(x/32) from its degree-9 Taylor polynomial (truncation
-# 3e-9), so the error is the rounding of the five squarings: <= 5e-6 relative (MLX's own exp: 2e-6,
+# 3e-9), so the error is the rounding of the five squarings: <= 6e-6 relative (MLX's own exp: 2e-6,
 # torch's: 1e-7).  Outside that range every use below is saturated: e^-20 = 2e-9 is below float32
 # resolution next to 1 (sigmoid, SiLU) and a softmax weight that small is taken as 0.  An earlier
 # version rebuilt 2^k in the exponent bits (1e-7), but the integer view splits MLX's fusion and
