@@ -271,6 +271,10 @@ def main():
     p.add_argument("--skip-build", action="store_true", help="do not build or convert checkpoints")
     p.add_argument("--no-profile", action="store_true", help="skip the per-phase profiles")
     p.add_argument("--no-blas", action="store_true", help="skip the BLAS comparison")
+    p.add_argument("--order", choices=("frameworks", "rows"), default="frameworks",
+                   help="frameworks: each framework through all rows (its files stay in the page cache); "
+                   "rows: each row through all frameworks back to back (less exposed to the machine "
+                   "speeding up or slowing down during the run)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--memory", dest="memory", action="store_true", default=None, help="peak-memory sections (default on)")
     g.add_argument("--no-memory", dest="memory", action="store_false")
@@ -298,39 +302,43 @@ def main():
 
     results = {row: {} for row in rows}
     loads = []
-    # framework-major order: a framework's files stay in the page cache from one row to the next
-    for fw in frameworks:
-        for row in rows:
-            if fw in QUANT and row not in quant_rows:
-                continue
-            reps, warm = QUANT_REPEATS if fw in QUANT else REPEATS.get(row, (args.repeats, True))
-            reps = min(reps, args.repeats)
-            spec = {
-                "mode": "task",
-                "framework": "transformers" if fw == "transformers" else "mlx",
-                "folder": str(folders[fw]),
-                "row": row,
-                "tokens": args.tokens,
-                "repeats": reps,
-                "warmup": warm,
-                "profile": not args.no_profile and fw not in QUANT,
-                "step": row == "t2tt" and fw != "transformers",
-                "step_runs": 1 if fw in QUANT else 2,
-                "bandwidth": row == "t2tt" and fw == "mlx-fp32",
-            }
-            log(f"{row:9s} {fw:13s} ({reps} run{'s' if reps > 1 else ''}) ...")
-            t = time.time()
-            r = worker(spec)
-            loads.append(load_average())
-            results[row][fw] = r
-            if "error" in r:
-                log(f"{row:9s} {fw:13s} FAILED: {r['error']}")
-                continue
-            log(
-                f"{row:9s} {fw:13s} {r['seconds']:.2f} s (runs {', '.join(f'{x:.2f}' for x in r['times'])}), "
-                f"{r['new_tokens']} tokens, peak RSS {r['peak_rss'] / 1e9:.2f} GB, worker {time.time() - t:.0f} s, "
-                f"load average {loads[-1]:.2f}"
-            )
+    # framework-major order (default): a framework's files stay in the page cache from one row to
+    # the next; row-major: the frameworks of one row run minutes apart, not a quarter of an hour
+    if args.order == "rows":
+        pairs = [(fw, row) for row in rows for fw in frameworks]
+    else:
+        pairs = [(fw, row) for fw in frameworks for row in rows]
+    for fw, row in pairs:
+        if fw in QUANT and row not in quant_rows:
+            continue
+        reps, warm = QUANT_REPEATS if fw in QUANT else REPEATS.get(row, (args.repeats, True))
+        reps = min(reps, args.repeats)
+        spec = {
+            "mode": "task",
+            "framework": "transformers" if fw == "transformers" else "mlx",
+            "folder": str(folders[fw]),
+            "row": row,
+            "tokens": args.tokens,
+            "repeats": reps,
+            "warmup": warm,
+            "profile": not args.no_profile and fw not in QUANT,
+            "step": row == "t2tt" and fw != "transformers",
+            "step_runs": 1 if fw in QUANT else 2,
+            "bandwidth": row == "t2tt" and fw == "mlx-fp32",
+        }
+        log(f"{row:9s} {fw:13s} ({reps} run{'s' if reps > 1 else ''}) ...")
+        t = time.time()
+        r = worker(spec)
+        loads.append(load_average())
+        results[row][fw] = r
+        if "error" in r:
+            log(f"{row:9s} {fw:13s} FAILED: {r['error']}")
+            continue
+        log(
+            f"{row:9s} {fw:13s} {r['seconds']:.2f} s (runs {', '.join(f'{x:.2f}' for x in r['times'])}), "
+            f"{r['new_tokens']} tokens, peak RSS {r['peak_rss'] / 1e9:.2f} GB, worker {time.time() - t:.0f} s, "
+            f"load average {loads[-1]:.2f}"
+        )
     order = {fw: i for i, fw in enumerate(FRAMEWORKS)}
     results = {row: dict(sorted(fws.items(), key=lambda kv: order.get(kv[0], 99))) for row, fws in results.items()}
 
@@ -387,6 +395,7 @@ def main():
         "torch": md.version("torch"),
         "transformers": md.version("transformers"),
         "tokens": args.tokens,
+        "order": args.order,
         "checkpoint": "random weights, SeamlessM4Tv2Config() shapes, vocab 256102",
         "git": _git_state(),
         "task_weights": {row: weight_bytes(HF, _prefixes(row)) for row in rows},
@@ -412,7 +421,8 @@ def main():
                    "transformers memory-maps the safetensors: its RSS counts only the weight pages a run touched.", "",
                    fmt_classes(class_rows)]
     report += ["", f"{meta['date']}, {meta['machine']}, {meta['cpu']}, Python {meta['python']}, mlx {meta['mlx']}, "
-               f"torch {meta['torch']}, transformers {meta['transformers']}; code {meta['git']}; {meta['minutes']} minutes"]
+               f"torch {meta['torch']}, transformers {meta['transformers']}; code {meta['git']}; "
+               f"{meta['minutes']} minutes, {meta['order']}-major order"]
     text = "\n".join(report)
     print("\n" + text, flush=True)
     out.write_text(json.dumps({**raw, "markdown": text}, indent=2))
