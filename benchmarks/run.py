@@ -422,7 +422,7 @@ def main():
                    fmt_classes(class_rows)]
     report += ["", f"{meta['date']}, {meta['machine']}, {meta['cpu']}, Python {meta['python']}, mlx {meta['mlx']}, "
                f"torch {meta['torch']}, transformers {meta['transformers']}; code {meta['git']}; "
-               f"{meta['minutes']} minutes, {meta['order']}-major order"]
+               f"{meta['minutes']} minutes, {'row' if meta['order'] == 'rows' else 'framework'}-major order"]
     text = "\n".join(report)
     print("\n" + text, flush=True)
     out.write_text(json.dumps({**raw, "markdown": text}, indent=2))
