@@ -98,6 +98,13 @@ def padding_bias(attention_mask: Optional[mx.array], dtype=mx.float32) -> Option
     return additive_mask(attention_mask, dtype)[:, None, None, :]
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` whose product goes through :func:`linear` (the CPU routes further down)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return linear(x, self.weight, self.get("bias"))
+
+
 class Attention(nn.Module):
     """Multi-head attention with separate q/k/v/out projections (bias everywhere)."""
 
@@ -169,13 +176,6 @@ class Attention(nn.Module):
     def __call__(self, x: mx.array, mask=None, memory: Optional[mx.array] = None) -> mx.array:
         k, v = self.kv(x if memory is None else memory)
         return self.attend(x, k, v, mask)
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` whose product goes through :func:`linear` (the CPU routes above)."""
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return linear(x, self.weight, self.get("bias"))
 
 
 class FeedForward(nn.Module):
