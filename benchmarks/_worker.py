@@ -166,6 +166,7 @@ def mlx_task(spec):
     if speech_out:
         res["audio_out_s"] = int(out.waveform_lengths[0].item()) / SR
     res["new_tokens"] = int(out.sequences.shape[1]) - 2  # minus [decoder start, language]
+    res["tokens_out"] = out.sequences[0].tolist()  # compared with transformers' by run.py
     res["peak_rss"] = peak_rss()
 
     if spec.get("profile"):
@@ -408,6 +409,7 @@ def hf_task(spec):
         res["audio_out_s"] = int(out.waveform_lengths.reshape(-1)[0]) / SR
     seq = out.sequences if hasattr(out, "sequences") else out  # a tensor for the text tasks
     res["new_tokens"] = int(seq.shape[-1]) - 2
+    res["tokens_out"] = seq.reshape(-1, seq.shape[-1])[0].tolist()
     res["peak_rss"] = peak_rss()
     return res
 

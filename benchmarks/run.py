@@ -139,17 +139,29 @@ def gb(x):
     return f"{x / 1e9:.2f} GB" if x else "-"
 
 
+def same_tokens(ref, got) -> str:
+    """Greedy token ids of a row against transformers': "yes", or where they part."""
+    if ref is None or got is None:
+        return "-"
+    if ref == got:
+        return "yes"
+    first = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
+    return f"no (from token {first - 2})"  # counted after [decoder start, language]
+
+
 def fmt_main(results, tokens):
     lines = [
-        "| task | framework | seconds | runs | new tokens | tokens/s | audio in / out | x real time | peak RSS | transformers / this |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | framework | seconds | runs | new tokens | tokens/s | audio in / out | x real time | peak RSS "
+        "| transformers / this | same tokens as transformers |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, fws in results.items():
         base = fws.get("transformers", {}).get("seconds")
+        ref = fws.get("transformers", {}).get("tokens_out")
         audio_in = ROWS[row][2]
         for fw, r in fws.items():
             if "error" in r:
-                lines.append(f"| {row} | {fw} | failed: {r['error'][:80]} | | | | | | | |")
+                lines.append(f"| {row} | {fw} | failed: {r['error'][:80]} | | | | | | | | |")
                 continue
             out_s = r.get("audio_out_s")
             audio = f"{audio_in or '-'} s / {out_s:.2f} s" if out_s is not None else (f"{audio_in} s / -" if audio_in else "-")
@@ -158,7 +170,8 @@ def fmt_main(results, tokens):
             ratio = f"**{base / r['seconds']:.2f}x**" if base and fw != "transformers" else "-"
             lines.append(
                 f"| {row} | {fw} | {r['seconds']:.2f} | {len(r['times'])} | {r['new_tokens']} | "
-                f"{r['new_tokens'] / r['seconds']:.1f} | {audio} | {xrt_s} | {gb(r['peak_rss'])} | {ratio} |"
+                f"{r['new_tokens'] / r['seconds']:.1f} | {audio} | {xrt_s} | {gb(r['peak_rss'])} | {ratio} | "
+                f"{same_tokens(ref, r.get('tokens_out')) if fw != 'transformers' else '-'} |"
             )
     return "\n".join(lines)
 
