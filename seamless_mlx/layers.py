@@ -231,8 +231,8 @@ def _silu_cpu(x: mx.array) -> mx.array:
 
 
 @mx.compile
-def _softmax_numerator(scores: mx.array, bias: mx.array, row_max: mx.array) -> mx.array:
-    x = scores + bias - row_max  # <= 0
+def _softmax_numerator(scores: mx.array, row_max: mx.array) -> mx.array:
+    x = scores - row_max  # <= 0
     return mx.where(x < -_EXP_RANGE, 0.0, _exp_bounded(x))
 
 
@@ -273,14 +273,14 @@ def glu(x: mx.array, axis: int = -1) -> mx.array:
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: Optional[mx.array] = None) -> mx.array:
     """``softmax(q k^T * scale + bias) v`` with an additive ``bias``: ``mx.fast.scaled_dot_product_attention``,
     except for float32 on the CPU, where MLX's kernel is itself matmul + softmax + matmul and the
-    softmax's exp is what costs; there the same three steps run with the polynomial exp."""
+    softmax's exp is what costs; there the same three steps run with the polynomial exp, the bias
+    added by the score GEMM itself (``addmm``: no separate pass over the ``[T, T]`` scores; at
+    T = 500, 16 heads: 65 -> 46 ms)."""
     if not _fast_cpu(q):
         return mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=bias)
-    scores = (q * scale) @ k.swapaxes(-1, -2)
-    if bias is None:
-        bias = mx.zeros((1,), dtype=scores.dtype)
-    row_max = (scores + bias).max(axis=-1, keepdims=True)
-    weights = _softmax_numerator(scores, bias, row_max)
+    kt = k.swapaxes(-1, -2)
+    scores = (q * scale) @ kt if bias is None else mx.addmm(bias, q, kt, alpha=scale)
+    weights = _softmax_numerator(scores, scores.max(axis=-1, keepdims=True))
     return (weights @ v) / weights.sum(axis=-1, keepdims=True)
 
 
