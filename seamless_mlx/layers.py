@@ -251,7 +251,7 @@ def _fast_cpu(x: mx.array) -> bool:
 def _by_rows(fn, x: mx.array, *more: mx.array) -> mx.array:
     """``fn(x, *more)`` (element-wise, same shapes), split along axis -2 over one CPU stream per
     core when large: MLX runs an element-wise kernel on one thread (SiLU over [500, 4096]: 2x)."""
-    groups = min(os.cpu_count() or 1, 8)
+    groups = cpu_stream_count()
     if x.size < ELEMENTWISE_SPLIT_MIN or x.ndim < 2 or x.shape[-2] < 2 * groups:
         return fn(x, *more)
     return over_streams(lambda sl: fn(*(a[..., sl, :] for a in (x, *more))), x.shape[-2], groups, axis=-2)
@@ -317,6 +317,14 @@ _CPU_STREAMS: list = []
 HEAD_PARALLEL_MIN_ELEMENTS = 1 << 20  # B*H*T*S below this: not worth the split
 
 
+MAX_CPU_STREAMS = 8
+
+
+def cpu_stream_count() -> int:
+    """How many CPU streams a split uses: one per core, at most ``MAX_CPU_STREAMS``."""
+    return min(os.cpu_count() or 1, MAX_CPU_STREAMS)
+
+
 def cpu_streams(n: int):
     while len(_CPU_STREAMS) < n:
         _CPU_STREAMS.append(mx.new_stream(mx.cpu))
@@ -375,7 +383,7 @@ def matvec_groups(x: mx.array, weight: mx.array) -> int:
         or not mx.issubdtype(weight.dtype, mx.floating)
     ):
         return 1
-    return min(os.cpu_count() or 1, 8)
+    return cpu_stream_count()
 
 
 # MKL's GEMM is slow for a few rows times a wide weight (``x @ W.T``, x [20, 1024], W [8192, 1024]:
@@ -440,7 +448,7 @@ def quantized_product(x: mx.array, layer: nn.Module) -> mx.array:
         return mx.quantized_matmul(x, w[sl], scales[sl], b, transpose=True, **kw)
 
     n = w.shape[0]
-    return over_streams(part, n, min(os.cpu_count() or 1, 8, n // 64), axis=-1)
+    return over_streams(part, n, min(cpu_stream_count(), n // 64), axis=-1)
 
 
 class QuantizedLinear(nn.QuantizedLinear):
