@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from typing import Optional
 
 import mlx.core as mx
@@ -284,6 +285,28 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: Optiona
     return (weights @ v) / weights.sum(axis=-1, keepdims=True)
 
 
+@mx.compile
+def _layer_norm_cpu(x: mx.array, weight: mx.array, bias: mx.array, eps: mx.array) -> mx.array:
+    mean = mx.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    var = mx.mean(mx.square(centred), axis=-1, keepdims=True)
+    return centred * mx.rsqrt(var + eps) * weight + bias
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (same parameters).  On the CPU, for one float32 row, it runs as one compiled
+    graph: MLX's CPU ``fast.layer_norm`` is its reference composition, ~17 separate ops with their
+    broadcasts, and a decoding step has 73 layer norms over one row each, where the per-op cost is
+    all there is (53 -> 43 us each here; the same arithmetic, so the same values up to rounding).
+    From a few rows on the compiled kernels' broadcasting loses (500 rows: 2.5 -> 4.5 ms), so
+    longer inputs keep MLX's own."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if x.size == x.shape[-1] and _fast_cpu(x) and "weight" in self and "bias" in self:
+            return _layer_norm_cpu(x, self.weight, self.bias, mx.array(self.eps, dtype=x.dtype))
+        return super().__call__(x)
+
+
 ACTIVATIONS = {
     "relu": nn.relu,
     "gelu": nn.gelu,
@@ -298,9 +321,9 @@ class EncoderLayer(nn.Module):
     def __init__(self, dims: int, heads: int, ffn_dim: int, activation: str = "relu", eps: float = 1e-5):
         super().__init__()
         self.self_attn = Attention(dims, heads)
-        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=eps)
+        self.self_attn_layer_norm = LayerNorm(dims, eps=eps)
         self.ffn = FeedForward(dims, ffn_dim, activation)
-        self.ffn_layer_norm = nn.LayerNorm(dims, eps=eps)
+        self.ffn_layer_norm = LayerNorm(dims, eps=eps)
 
     def __call__(self, x: mx.array, mask=None) -> mx.array:
         x = x + self.self_attn(self.self_attn_layer_norm(x), mask)
@@ -406,6 +429,32 @@ def product(x: mx.array, weight: mx.array) -> mx.array:
     return x @ weight.T
 
 
+# The per-stream views of split weights (``weight[rows].T``, ``bias[None, rows]``), kept per weight: made
+# afresh, they put three graph nodes per part into every decoding step (~300 per token for v2-large,
+# each a task for MLX's CPU scheduler).  Kept, they are evaluated with their first product and are
+# plain arrays from then on.  Keyed by ``id``; an entry goes when its weight array is freed.
+_SPLIT_VIEWS: dict = {}
+
+
+def _split_views(weight: mx.array, bias: Optional[mx.array], groups: int):
+    key = (id(weight), None if bias is None else id(bias), groups)
+    hit = _SPLIT_VIEWS.get(key)
+    if hit is not None and hit[0]() is weight and (bias is None or hit[1]() is bias):
+        return hit[2]
+    n = weight.shape[0]
+    bounds = [n * g // groups for g in range(groups + 1)]
+    views = [
+        (weight[a:b].T, None if bias is None else bias[None, a:b]) for a, b in zip(bounds[:-1], bounds[1:])
+    ]
+
+    def forget(_, key=key):
+        _SPLIT_VIEWS.pop(key, None)
+
+    refs = [weakref.ref(a, forget) if a is not None else None for a in (weight, bias)]
+    _SPLIT_VIEWS[key] = (refs[0], refs[1], views)
+    return views
+
+
 def linear(x: mx.array, weight: mx.array, bias: Optional[mx.array] = None) -> mx.array:
     """``x @ weight.T + bias``: one-row products split over CPU streams (see above), a few rows
     through :func:`product`."""
@@ -416,11 +465,12 @@ def linear(x: mx.array, weight: mx.array, bias: Optional[mx.array] = None) -> mx
             return y if bias is None else y + bias
         return mx.addmm(bias, x, weight.T)
 
-    def part(sl):
-        w = weight[sl]
-        return x @ w.T if bias is None else mx.addmm(bias[sl], x, w.T)
-
-    return over_streams(part, weight.shape[0], groups, axis=-1)
+    row = x.reshape(1, x.shape[-1])  # 2-D operands: no batch reshapes and broadcasts per part
+    outs = []
+    for (w_t, b), stream in zip(_split_views(weight, bias, groups), cpu_streams(groups)):
+        with mx.stream(stream):
+            outs.append(row @ w_t if b is None else mx.addmm(b, row, w_t))
+    return mx.concatenate(outs, axis=-1).reshape(*x.shape[:-1], weight.shape[0])
 
 
 # --------------------------------------------------------------------------- quantized products

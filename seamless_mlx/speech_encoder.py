@@ -22,6 +22,7 @@ from .config import ModelConfig
 from .conv import Conv1d
 from .layers import (
     ACTIVATIONS,
+    LayerNorm,
     Linear,
     attention,
     glu,
@@ -87,7 +88,7 @@ def relative_distance_index(length: int, left: int, right: int) -> mx.array:
 class FeatureProjection(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.layer_norm = nn.LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
+        self.layer_norm = LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
         self.projection = Linear(config.feature_projection_input_dim, config.hidden_size)
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -213,11 +214,11 @@ class ConformerConvolution(nn.Module):
         dims = config.hidden_size
         if (config.conv_depthwise_kernel_size - 1) % 2 == 1:
             raise ValueError("conv_depthwise_kernel_size must be odd")
-        self.layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         # kernel-1 convolutions are stored as Linear ([out, in]) so they can be quantized
         self.pointwise_conv1 = Linear(dims, 2 * dims, bias=False)
         self.depthwise_conv = CausalDepthwiseConv1d(dims, config.conv_depthwise_kernel_size)
-        self.depthwise_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.depthwise_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         self.act = ACTIVATIONS[config.speech_encoder_hidden_act]
         self.pointwise_conv2 = Linear(dims, dims, bias=False)
 
@@ -237,14 +238,14 @@ class ConformerLayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         dims = config.hidden_size
-        self.ffn1_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn1_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         self.ffn1 = ConformerFeedForward(config)
-        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.self_attn_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         self.self_attn = ConformerSelfAttention(config)
         self.conv_module = ConformerConvolution(config)
-        self.ffn2_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn2_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         self.ffn2 = ConformerFeedForward(config)
-        self.final_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.final_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
 
     def __call__(self, x: mx.array, keep: Optional[mx.array], valid: Optional[mx.array]) -> mx.array:
         x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
@@ -260,7 +261,7 @@ class ConformerEncoder(nn.Module):
         self.chunk_size = config.speech_encoder_chunk_size
         self.left_chunk_num = config.speech_encoder_left_chunk_num
         self.layers = [ConformerLayer(config) for _ in range(config.speech_encoder_layers)]
-        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def __call__(self, x: mx.array, attention_mask: Optional[mx.array] = None) -> mx.array:
         """``x`` ``[B, T, D]``, ``attention_mask`` ``[B, T]`` (nonzero = valid) -> ``[B, T, D]``."""
@@ -286,13 +287,13 @@ class AdapterLayer(nn.Module):
         super().__init__()
         dims = config.hidden_size
         k, s = config.adaptor_kernel_size, config.adaptor_stride
-        self.residual_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.residual_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         # transformers pads by stride // 2 here (not kernel // 2 as in its length formula)
         self.residual_conv = Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
-        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.self_attn_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         self.self_attn_conv = Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
         self.self_attn = ConformerSelfAttention(config, use_position_embeddings=False)
-        self.ffn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
         self.ffn = ConformerFeedForward(config, activation="relu")
 
     def __call__(self, x: mx.array, lengths: Optional[mx.array] = None) -> mx.array:
@@ -330,7 +331,7 @@ class SpeechEncoder(nn.Module):
         self.intermediate_ffn = ConformerFeedForward(config, activation="relu")
         if config.add_adapter:
             self.adapter = Adapter(config)
-        self.inner_layer_norm = nn.LayerNorm(config.hidden_size, eps=_DEFAULT_EPS)
+        self.inner_layer_norm = LayerNorm(config.hidden_size, eps=_DEFAULT_EPS)
 
     def __call__(
         self, input_features: mx.array, attention_mask: Optional[mx.array] = None

@@ -25,6 +25,7 @@ from .conv import Conv1d
 from .layers import (
     Attention,
     EncoderLayer,
+    LayerNorm,
     Linear,
     SinusoidalPositions,
     lengths_to_mask,
@@ -123,7 +124,7 @@ class T2UEncoder(nn.Module):
             EncoderLayer(d, config.t2u_encoder_attention_heads, config.t2u_encoder_ffn_dim, config.activation_function)
             for _ in range(config.t2u_encoder_layers)
         ]
-        self.layer_norm = nn.LayerNorm(d)
+        self.layer_norm = LayerNorm(d)
 
     def __call__(self, x: mx.array, mask: Optional[mx.array]) -> mx.array:
         bias = padding_bias(mask, x.dtype)
@@ -138,10 +139,10 @@ class T2UDecoderLayer(nn.Module):
     def __init__(self, d: int, heads: int, activation: str):
         super().__init__()
         self.self_attn = Attention(d, heads)
-        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.self_attn_layer_norm = LayerNorm(d)
         self.conv1 = Conv1d(d, d, 7, padding="same")
         self.conv2 = Conv1d(d, d, 7, padding="same")
-        self.conv_layer_norm = nn.LayerNorm(d)
+        self.conv_layer_norm = LayerNorm(d)
         self.activation = activation
 
     def __call__(self, x, bias, keep):
@@ -171,7 +172,7 @@ class T2UDecoder(nn.Module):
             T2UDecoderLayer(d, config.t2u_decoder_attention_heads, config.activation_function)
             for _ in range(config.t2u_decoder_layers)
         ]
-        self.layer_norm = nn.LayerNorm(d)
+        self.layer_norm = LayerNorm(d)
         self._positions = SinusoidalPositions(d, config.t2u_pad_token_id)
 
     def __call__(self, char_ids: mx.array, char_counts: mx.array, states: mx.array):

@@ -25,7 +25,7 @@ import mlx.nn as nn
 
 from .config import ModelConfig
 from .conv import Conv1d, ConvTranspose1d
-from .layers import repeat_by_durations
+from .layers import LayerNorm, repeat_by_durations
 
 
 class VariancePredictor(nn.Module):
@@ -38,9 +38,9 @@ class VariancePredictor(nn.Module):
     def __init__(self, embed_dim: int, hidden_dim: int, kernel_size: int):
         super().__init__()
         self.conv1 = Conv1d(embed_dim, hidden_dim, kernel_size, padding="same")
-        self.ln1 = nn.LayerNorm(hidden_dim, eps=1e-5)
+        self.ln1 = LayerNorm(hidden_dim, eps=1e-5)
         self.conv2 = Conv1d(hidden_dim, hidden_dim, kernel_size, padding="same")
-        self.ln2 = nn.LayerNorm(hidden_dim, eps=1e-5)
+        self.ln2 = LayerNorm(hidden_dim, eps=1e-5)
         self.proj = nn.Linear(hidden_dim, 1)
 
     def __call__(self, x: mx.array, padding_mask: Optional[mx.array] = None) -> mx.array:

@@ -1,6 +1,7 @@
 """CPU-only execution paths give the same numbers as the plain ones."""
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -38,6 +39,46 @@ def test_split_matvec_equals_plain_product():
         np.testing.assert_allclose(np.array(layers.linear(x, w, b)), np.array(plain), atol=1e-5)
     finally:
         layers.SPLIT_MATVEC_MIN_BYTES = orig
+
+
+def test_split_views_are_kept_per_weight_and_dropped_with_it(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(layers, "SPLIT_MATVEC_MIN_BYTES", 0)
+    if layers.matvec_groups(mx.zeros((1, 64)), mx.zeros((1000, 64))) == 1:
+        pytest.skip("one CPU stream: nothing is split")
+    w = mx.random.normal((1000, 64), key=mx.random.key(1))
+    b = mx.random.normal((1000,), key=mx.random.key(2))
+    x = mx.random.normal((1, 1, 64), key=mx.random.key(3))
+    for bias in (b, None):
+        want = x @ w.T + (0 if bias is None else bias)
+        for _ in range(2):  # the second call reuses the views the first one made (and evaluated)
+            np.testing.assert_allclose(np.array(layers.linear(x, w, bias)), np.array(want), atol=1e-5)
+    keys = [k for k in layers._SPLIT_VIEWS if k[0] == id(w)]
+    assert len(keys) == 2  # with and without the bias
+    views = layers._SPLIT_VIEWS[keys[0]][2]
+    layers.linear(x, w, b)
+    assert layers._SPLIT_VIEWS[keys[0]][2] is views
+    w2 = w * 2  # a new weight array gets views of its own
+    np.testing.assert_allclose(np.array(layers.linear(x, w2, b)), np.array(x @ w2.T + b), atol=1e-4)
+    del w, w2, views
+    gc.collect()
+    assert not [k for k in layers._SPLIT_VIEWS if k in keys]
+
+
+def test_cpu_layer_norm_equals_mlx_layer_norm():
+    from mlx.utils import tree_flatten
+
+    ln = layers.LayerNorm(48, eps=1e-5)
+    ln.update({"weight": mx.random.normal((48,), key=mx.random.key(4)), "bias": mx.random.normal((48,), key=mx.random.key(5))})
+    assert [k for k, _ in tree_flatten(ln.parameters())] == ["weight", "bias"]
+    for shape in [(1, 1, 48), (48,), (2, 7, 48), (300, 48)]:  # one row: the compiled route
+        x = 3 * mx.random.normal(shape, key=mx.random.key(6)) + 1
+        want = mx.fast.layer_norm(x, ln.weight, ln.bias, 1e-5)
+        np.testing.assert_allclose(np.array(ln(x)), np.array(want), atol=2e-6, rtol=1e-5)
+    x16 = mx.random.normal((3, 48), key=mx.random.key(7)).astype(mx.bfloat16)
+    # other dtypes keep MLX's own layer norm
+    np.testing.assert_array_equal(np.array(ln(x16).astype(mx.float32)), np.array(nn.LayerNorm.__call__(ln, x16).astype(mx.float32)))
 
 
 def test_greedy_with_split_matvecs_matches_transformers(monkeypatch, tiny_checkpoint, tiny_hf):
