@@ -123,6 +123,8 @@ class Attention(nn.Module):
 
     def split_heads(self, x: mx.array) -> mx.array:
         B, L, _ = x.shape
+        if L == 1:  # a decoding step: the same element order, without a transpose node
+            return x.reshape(B, self.num_heads, 1, self.head_dim)
         return x.reshape(B, L, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
 
     def kv(self, x: mx.array):
@@ -172,7 +174,7 @@ class Attention(nn.Module):
         """Attention of projected queries ``[B, H, L, Dh]``; the output projection applied."""
         B, _, L, _ = q.shape
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
-        return self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, -1))
+        return self.out_proj((out if L == 1 else out.transpose(0, 2, 1, 3)).reshape(B, L, -1))
 
     def __call__(self, x: mx.array, mask=None, memory: Optional[mx.array] = None) -> mx.array:
         k, v = self.kv(x if memory is None else memory)

@@ -59,12 +59,15 @@ def no_repeat_ngram(n: int) -> Callable:
 def min_new_tokens(prefix_len: int, count: int, eos_token_id) -> Callable:
     """Forbid EOS (one id or a list) until ``count`` tokens follow the decoder prefix."""
     eos = mx.array(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id])
+    columns = {}  # vocabulary size -> [1, V] bool, built once (not once per step)
 
     def proc(generated: mx.array, logits: mx.array) -> mx.array:
         if generated.shape[1] - prefix_len >= count:
             return logits
-        col = (mx.arange(logits.shape[-1])[:, None] == eos[None, :]).any(axis=-1)
-        return mx.where(col[None, :], NEG_INF, logits)
+        V = logits.shape[-1]
+        if V not in columns:
+            columns[V] = (mx.arange(V)[:, None] == eos[None, :]).any(axis=-1)[None, :]
+        return mx.where(columns[V], NEG_INF, logits)
 
     return proc
 
