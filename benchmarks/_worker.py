@@ -226,8 +226,10 @@ def mlx_profile(sm, mx, model, inputs, speech_out, tokens):
 
 
 def mlx_step(mx, model, inputs, tokens, runs=2):
-    """Per-token decode time: (time for N tokens - time for N/4) / (N - N/4), best of 2 each;
-    plus the split of one step into decoder layers and LM head, and the bytes a step reads."""
+    """Per-token decode time: the median of the intervals between consecutive steps of the decode
+    loop (``runs`` calls of ``tokens`` tokens; the loop hands out step t once it is computed, with
+    step t+1 already queued, so in steady state one interval is one step); plus the split of one
+    step into decoder layers and LM head, and the bytes a step reads."""
     import numpy as np
     from mlx.utils import tree_flatten
 
@@ -238,17 +240,16 @@ def mlx_step(mx, model, inputs, tokens, runs=2):
     mx.eval(memory)
     prefix = mx.array([[gen.decoder_start_token_id, gen.text_decoder_lang_to_code_id[TGT]]], dtype=mx.int32)
 
-    def dec(n):
-        best = float("inf")
-        for _ in range(runs):
-            t = time.perf_counter()
-            mx.eval(G.generate_text(model, memory, mask, prefix, {"max_new_tokens": n, "min_new_tokens": n}, False).sequences)
-            best = min(best, time.perf_counter() - t)
-        return best
-
-    short = max(tokens // 4, 1)
-    long_s, short_s = dec(tokens), dec(short)
-    res = {"step_s": (long_s - short_s) / (tokens - short)}
+    intervals = []
+    for _ in range(runs):
+        last = None
+        opts = {"max_new_tokens": tokens, "min_new_tokens": tokens}
+        for _step in G.decode_steps(model, memory, mask, prefix, opts, tokens):
+            now = time.perf_counter()
+            if last is not None:
+                intervals.append(now - last)
+            last = now
+    res = {"step_s": float(np.median(intervals)), "step_intervals": len(intervals)}
 
     # one step split: decoder layers (KV cache of 16 tokens) vs the LM head
     dec_mod = model.text_decoder
