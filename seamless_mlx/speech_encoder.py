@@ -36,7 +36,9 @@ from .layers import (
 _DEFAULT_EPS = 1e-5
 
 
-ATTENTION_SLICE_BYTES = 64 << 20  # CPU: above this, [T, T] attention tensors are built per head
+ATTENTION_SLICE_BYTES = 64 << 20  # CPU: above this, [T, T] attention tensors are built in blocks
+ATTENTION_BLOCK_BYTES = 8 << 20  # ... of one head and this many bytes of [rows, T] scores
+FFN_BLOCK_BYTES = 16 << 20  # CPU: a feed-forward whose [T, intermediate] activations are larger runs in row blocks
 
 
 def _neg(dtype) -> mx.array:
@@ -103,7 +105,18 @@ class ConformerFeedForward(nn.Module):
         self.act = ACTIVATIONS[activation or config.speech_encoder_hidden_act]
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.output_dense(self.act(self.intermediate_dense(x)))
+        rows = x.size // x.shape[-1]
+        width = self.intermediate_dense.weight.shape[0]
+        if mx.default_device() != mx.cpu or rows * width * x.dtype.size <= FFN_BLOCK_BYTES:
+            return self.output_dense(self.act(self.intermediate_dense(x)))
+        # Long inputs on the CPU: row blocks, so the [rows, intermediate] activations stay small
+        # enough for the allocators to reuse (see ConformerSelfAttention: fresh pages otherwise).
+        block = max(1, FFN_BLOCK_BYTES // (width * x.dtype.size * x.shape[0]))
+        T = x.shape[1]
+        return mx.concatenate(
+            [self.output_dense(self.act(self.intermediate_dense(x[:, a : a + block]))) for a in range(0, T, block)],
+            axis=1,
+        )
 
 
 class ConformerSelfAttention(nn.Module):
@@ -145,28 +158,39 @@ class ConformerSelfAttention(nn.Module):
             rel = (q * self.scale) @ self.distance_embedding.weight.astype(q.dtype).T
             idx = relative_distance_index(T, self.left, self.right)[None, None]
 
-        def attend_heads(q, k, v, rel):
-            bias = None if rel is None else mx.take_along_axis(rel, idx, axis=-1)
+        def attend_heads(q, k, v, rel, rows=slice(None)):
+            """Attention of the queries ``rows`` (``q`` and ``rel`` already cut to them)."""
+            bias = None if rel is None else mx.take_along_axis(rel, idx[..., rows, :], axis=-1)
             if keep is not None:
                 # Masked entries are a constant, not constant + relative score: that
                 # is what finfo.min + score rounds to in transformers.
                 neg = _neg(q.dtype)
-                bias = mx.where(keep, mx.array(0.0, dtype=q.dtype) if bias is None else bias, neg)
+                kept = keep[..., rows, :] if keep.shape[-2] > 1 else keep
+                bias = mx.where(kept, mx.array(0.0, dtype=q.dtype) if bias is None else bias, neg)
             return attention(q, k, v, self.scale, bias)
 
         def attend(q, k, v, rel):
-            # On the CPU, long inputs go one head at a time: the [T, T] scores, bias and
-            # softmax weights then live for one head only (60 s of audio: 36 MB each instead
-            # of 576 MB for 16 heads), at the same speed.
+            # On the CPU, long inputs go one head and one block of queries at a time, each block
+            # after the previous one: the scores, bias and softmax weights then exist for one
+            # block only, at most ATTENTION_BLOCK_BYTES each (60 s of audio: 8 MB instead of
+            # 36 MB per head, 576 MB for all 16).  Blocks that small are also reused by the
+            # allocators; whole-head buffers were above MLX's 32 MB CPU buffer cache and glibc's
+            # mmap threshold, so each came from fresh pages: 60 s encoder 119 -> ~94 s.
             if mx.default_device() != mx.cpu or q.shape[0] * q.shape[1] * T * T * 4 <= ATTENTION_SLICE_BYTES:
                 return attend_heads(q, k, v, rel)
-            heads = []
+            block = max(1, ATTENTION_BLOCK_BYTES // (q.shape[0] * T * q.dtype.size))
+            heads, last = [], None
             for h in range(q.shape[1]):
-                qh, rh = q[:, h : h + 1], None if rel is None else rel[:, h : h + 1]
-                if heads:  # start a head only once the previous one is done, so they never coexist
-                    qh = mx.depends(qh, heads[-1])
-                    rh = None if rh is None else mx.depends(rh, heads[-1])
-                heads.append(attend_heads(qh, k[:, h : h + 1], v[:, h : h + 1], rh))
+                parts = []
+                for start in range(0, T, block):
+                    rows = slice(start, min(start + block, T))
+                    qb, rb = q[:, h : h + 1, rows], None if rel is None else rel[:, h : h + 1, rows]
+                    if last is not None:  # never two blocks at once
+                        qb = mx.depends(qb, last)
+                        rb = None if rb is None else mx.depends(rb, last)
+                    last = attend_heads(qb, k[:, h : h + 1], v[:, h : h + 1], rb, rows)
+                    parts.append(last)
+                heads.append(parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=2))
             return mx.concatenate(heads, axis=1)
 
         out = parallel_over_heads(attend, H, head_groups(B, H, T, T), q, k, v, rel)

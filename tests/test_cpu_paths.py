@@ -174,7 +174,7 @@ def test_time_split_depthwise_conv_equals_single_pass():
     np.testing.assert_allclose(np.array(conv(x)), np.array(ref), atol=1e-4)
 
 
-def test_per_head_attention_slices_equal_all_heads(monkeypatch):
+def test_attention_and_feed_forward_blocks_equal_the_whole(monkeypatch):
     from seamless_mlx import speech_encoder
 
     cfg = ModelConfig.from_dict({**TINY, "vocab_size": 64})
@@ -187,3 +187,9 @@ def test_per_head_attention_slices_equal_all_heads(monkeypatch):
     monkeypatch.setattr(speech_encoder, "ATTENTION_SLICE_BYTES", 0)
     out, _ = enc(x, mask)
     np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-6)
+    # and in blocks of queries (7 rows: 40 frames are 6 blocks, the last one shorter), with the
+    # feed-forwards in row blocks too
+    monkeypatch.setattr(speech_encoder, "ATTENTION_BLOCK_BYTES", 2 * 40 * 4 * 7)
+    monkeypatch.setattr(speech_encoder, "FFN_BLOCK_BYTES", 2 * cfg.speech_encoder_intermediate_size * 4 * 9)
+    out, _ = enc(x, mask)
+    np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-5)
