@@ -175,7 +175,7 @@ class ConformerSelfAttention(nn.Module):
             # block only, at most ATTENTION_BLOCK_BYTES each (60 s of audio: 8 MB instead of
             # 36 MB per head, 576 MB for all 16).  Blocks that small are also reused by the
             # allocators; whole-head buffers were above MLX's 32 MB CPU buffer cache and glibc's
-            # mmap threshold, so each came from fresh pages: 60 s encoder 119 -> ~94 s.
+            # mmap threshold, so each came from fresh pages: 60 s encoder 119 -> 104 s.
             if mx.default_device() != mx.cpu or q.shape[0] * q.shape[1] * T * T * 4 <= ATTENTION_SLICE_BYTES:
                 return attend_heads(q, k, v, rel)
             block = max(1, ATTENTION_BLOCK_BYTES // (q.shape[0] * T * q.dtype.size))
