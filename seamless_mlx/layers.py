@@ -356,17 +356,27 @@ def cpu_streams(n: int):
     return _CPU_STREAMS[:n]
 
 
+def split_bounds(n: int, groups: int):
+    """``(start, stop)`` of ``groups`` contiguous, near-equal parts of ``range(n)``."""
+    bounds = [n * g // groups for g in range(groups + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def on_streams(fn, parts, axis: int) -> mx.array:
+    """``fn(*part)`` for each part, each on its own CPU stream, concatenated on ``axis``."""
+    outs = []
+    for part, stream in zip(parts, cpu_streams(len(parts))):
+        with mx.stream(stream):
+            outs.append(fn(*part))
+    return mx.concatenate(outs, axis=axis)
+
+
 def over_streams(fn, n: int, groups: int, axis: int) -> mx.array:
     """``fn(slice)`` for ``groups`` contiguous slices of ``range(n)``, each on its own CPU stream,
     concatenated on ``axis`` (``fn`` of the whole range when ``groups`` is 1)."""
     if groups <= 1:
         return fn(slice(0, n))
-    bounds = [n * g // groups for g in range(groups + 1)]
-    outs = []
-    for g, stream in enumerate(cpu_streams(groups)):
-        with mx.stream(stream):
-            outs.append(fn(slice(bounds[g], bounds[g + 1])))
-    return mx.concatenate(outs, axis=axis)
+    return on_streams(fn, [(slice(a, b),) for a, b in split_bounds(n, groups)], axis)
 
 
 def head_groups(batch: int, heads: int, q_len: int, k_len: int) -> int:
@@ -431,31 +441,38 @@ def product(x: mx.array, weight: mx.array) -> mx.array:
     return x @ weight.T
 
 
-# The per-stream views of split weights (``weight[rows].T``, ``bias[None, rows]``), kept per weight.
-# Made afresh, with 3-D operands, each part of each product put slices, a transpose, a bias broadcast
-# and batch reshapes into the graph: ~1,400 of the 4,300 nodes of a v2-large decoding step, each a
-# task for MLX's CPU scheduler (~5 us for a view).  Kept, they are evaluated with their first product
-# and are plain arrays from then on.  Keyed by ``id``; an entry goes when its weight array is freed.
+# The per-stream parts of split products (views of rows of the weight and its companions), kept
+# per set of arrays.  Made afresh, with 3-D operands, each part of each product put slices, a
+# transpose, a bias broadcast and batch reshapes into the graph: ~1,400 of the 4,300 nodes of a
+# v2-large decoding step, each a task for MLX's CPU scheduler (~5 us for a view).  Kept, they are
+# evaluated with their first product and are plain arrays from then on.  Keyed by ``id`` and the
+# function that cuts them; an entry goes when one of its arrays is freed.
 _SPLIT_VIEWS: dict = {}
 
 
-def _split_views(weight: mx.array, bias: Optional[mx.array], groups: int):
-    key = (id(weight), None if bias is None else id(bias), groups)
+def _kept_parts(arrays: tuple, groups: int, cut):
+    """``[cut(*arrays, start, stop) for each of groups row ranges]`` of ``arrays[0]``'s rows, made
+    once per (arrays, groups, cut); ``None`` entries of ``arrays`` are allowed."""
+    key = (cut, groups) + tuple(id(a) for a in arrays)
     hit = _SPLIT_VIEWS.get(key)
-    if hit is not None and hit[0]() is weight and (bias is None or hit[1]() is bias):
-        return hit[2]
-    n = weight.shape[0]
-    bounds = [n * g // groups for g in range(groups + 1)]
-    views = [
-        (weight[a:b].T, None if bias is None else bias[None, a:b]) for a, b in zip(bounds[:-1], bounds[1:])
-    ]
+    if hit is not None and all(a is None or r() is a for r, a in zip(hit[0], arrays)):
+        return hit[1]
+    parts = [cut(*arrays, a, b) for a, b in split_bounds(arrays[0].shape[0], groups)]
 
     def forget(_, key=key):
         _SPLIT_VIEWS.pop(key, None)
 
-    refs = [weakref.ref(a, forget) if a is not None else None for a in (weight, bias)]
-    _SPLIT_VIEWS[key] = (refs[0], refs[1], views)
-    return views
+    refs = [None if a is None else weakref.ref(a, forget) for a in arrays]
+    _SPLIT_VIEWS[key] = (refs, parts)
+    return parts
+
+
+def _linear_part(weight: mx.array, bias: Optional[mx.array], start: int, stop: int):
+    return weight[start:stop].T, None if bias is None else bias[None, start:stop]
+
+
+def _quantized_part(w: mx.array, scales: mx.array, biases: Optional[mx.array], start: int, stop: int):
+    return w[start:stop], scales[start:stop], None if biases is None else biases[start:stop]
 
 
 def linear(x: mx.array, weight: mx.array, bias: Optional[mx.array] = None) -> mx.array:
@@ -469,11 +486,12 @@ def linear(x: mx.array, weight: mx.array, bias: Optional[mx.array] = None) -> mx
         return mx.addmm(bias, x, weight.T)
 
     row = x.reshape(1, x.shape[-1])  # 2-D operands: no batch reshapes and broadcasts per part
-    outs = []
-    for (w_t, b), stream in zip(_split_views(weight, bias, groups), cpu_streams(groups)):
-        with mx.stream(stream):
-            outs.append(row @ w_t if b is None else mx.addmm(b, row, w_t))
-    return mx.concatenate(outs, axis=-1).reshape(*x.shape[:-1], weight.shape[0])
+
+    def part(w_t, b):
+        return row @ w_t if b is None else mx.addmm(b, row, w_t)
+
+    parts = _kept_parts((weight, bias), groups, _linear_part)
+    return on_streams(part, parts, axis=-1).reshape(*x.shape[:-1], weight.shape[0])
 
 
 # --------------------------------------------------------------------------- quantized products
@@ -494,14 +512,15 @@ def quantized_product(x: mx.array, layer: nn.Module) -> mx.array:
         return mx.quantized_matmul(x, w, scales, biases, transpose=True, **kw)
     dense = x.size // x.shape[-1] >= DEQUANTIZE_MIN_ROWS
 
-    def part(sl):
-        b = None if biases is None else biases[sl]
+    def part(w, scales, b):
         if dense:
-            return product(x, mx.dequantize(w[sl], scales[sl], b, **kw).astype(x.dtype))
-        return mx.quantized_matmul(x, w[sl], scales[sl], b, transpose=True, **kw)
+            return product(x, mx.dequantize(w, scales, b, **kw).astype(x.dtype))
+        return mx.quantized_matmul(x, w, scales, b, transpose=True, **kw)
 
-    n = w.shape[0]
-    return over_streams(part, n, min(cpu_stream_count(), n // 64), axis=-1)
+    groups = min(cpu_stream_count(), w.shape[0] // 64)
+    if groups <= 1:
+        return part(w, scales, biases)
+    return on_streams(part, _kept_parts((w, scales, biases), groups, _quantized_part), axis=-1)
 
 
 class QuantizedLinear(nn.QuantizedLinear):

@@ -54,16 +54,29 @@ def test_split_views_are_kept_per_weight_and_dropped_with_it(monkeypatch):
         want = x @ w.T + (0 if bias is None else bias)
         for _ in range(2):  # the second call reuses the views the first one made (and evaluated)
             np.testing.assert_allclose(np.array(layers.linear(x, w, bias)), np.array(want), atol=1e-5)
-    keys = [k for k in layers._SPLIT_VIEWS if k[0] == id(w)]
+    keys = [k for k in layers._SPLIT_VIEWS if k[2] == id(w)]  # (cut, groups, id(weight), id(bias))
     assert len(keys) == 2  # with and without the bias
-    views = layers._SPLIT_VIEWS[keys[0]][2]
+    views = layers._SPLIT_VIEWS[keys[0]][1]
     layers.linear(x, w, b)
-    assert layers._SPLIT_VIEWS[keys[0]][2] is views
+    assert layers._SPLIT_VIEWS[keys[0]][1] is views
     w2 = w * 2  # a new weight array gets views of its own
     np.testing.assert_allclose(np.array(layers.linear(x, w2, b)), np.array(x @ w2.T + b), atol=1e-4)
     del w, w2, views
     gc.collect()
     assert not [k for k in layers._SPLIT_VIEWS if k in keys]
+
+
+@pytest.mark.parametrize("rows", [1, 12])
+def test_split_quantized_products_keep_their_parts(rows):
+    if layers.cpu_stream_count() == 1 or mx.default_device() != mx.cpu:
+        pytest.skip("one CPU stream: nothing is split")
+    lin = nn.Linear(64, 256)
+    ql = layers.QuantizedLinear.from_linear(lin, group_size=32, bits=8)
+    x = mx.random.normal((1, rows, 64), key=mx.random.key(9))
+    want = mx.quantized_matmul(x, ql.weight, ql.scales, ql.get("biases"), transpose=True, group_size=32, bits=8) + ql.bias
+    for _ in range(2):
+        np.testing.assert_allclose(np.array(ql(x)), np.array(want), atol=1e-4)
+    assert [k for k in layers._SPLIT_VIEWS if k[0] is layers._quantized_part and k[2] == id(ql.weight)]
 
 
 def test_cpu_layer_norm_equals_mlx_layer_norm():
