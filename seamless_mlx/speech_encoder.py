@@ -22,6 +22,7 @@ from .config import ModelConfig
 from .conv import Conv1d
 from .layers import (
     ACTIVATIONS,
+    CPU_CORES,
     LayerNorm,
     Linear,
     attention,
@@ -228,7 +229,7 @@ class CausalDepthwiseConv1d(nn.Module):
                 y = y + x[:, start + i : start + i + n] * w[i]
             return y
 
-        groups = (os.cpu_count() or 1) if mx.default_device() == mx.cpu and x.size >= (1 << 18) else 1
+        groups = CPU_CORES if mx.default_device() == mx.cpu and x.size >= (1 << 18) else 1
         return over_streams(span, T, groups if T >= 2 * groups else 1, axis=1)
 
 
