@@ -85,10 +85,17 @@ def test_cpu_layer_norm_equals_mlx_layer_norm():
     ln = layers.LayerNorm(48, eps=1e-5)
     ln.update({"weight": mx.random.normal((48,), key=mx.random.key(4)), "bias": mx.random.normal((48,), key=mx.random.key(5))})
     assert [k for k, _ in tree_flatten(ln.parameters())] == ["weight", "bias"]
-    for shape in [(1, 1, 48), (48,), (2, 7, 48), (300, 48)]:  # one row: the compiled route
-        x = 3 * mx.random.normal(shape, key=mx.random.key(6)) + 1
+    for shape in [(1, 1, 48), (48,), (2, 7, 48), (300, 48)]:  # one row: compiled; more: row mat-vecs
+        x = 3 * mx.random.normal(shape, key=mx.random.key(6)) + 5
         want = mx.fast.layer_norm(x, ln.weight, ln.bias, 1e-5)
-        np.testing.assert_allclose(np.array(ln(x)), np.array(want), atol=2e-6, rtol=1e-5)
+        np.testing.assert_allclose(np.array(ln(x)), np.array(want), atol=1e-5, rtol=1e-5)
+        x64, w64, b64 = (np.array(a).astype(np.float64) for a in (x, ln.weight, ln.bias))
+        centred = x64 - x64.mean(-1, keepdims=True)
+        exact = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-5) * w64 + b64
+        np.testing.assert_allclose(np.array(ln(x)), exact, atol=5e-6)  # MLX's own: ~1.5e-5 here
+    bare = layers.LayerNorm(48, eps=1e-5, affine=False)  # no weight / bias: same route
+    x = mx.random.normal((5, 48), key=mx.random.key(8))
+    np.testing.assert_allclose(np.array(bare(x)), np.array(mx.fast.layer_norm(x, None, None, 1e-5)), atol=2e-6)
     x16 = mx.random.normal((3, 48), key=mx.random.key(7)).astype(mx.bfloat16)
     # other dtypes keep MLX's own layer norm
     np.testing.assert_array_equal(np.array(ln(x16).astype(mx.float32)), np.array(nn.LayerNorm.__call__(ln, x16).astype(mx.float32)))
