@@ -347,7 +347,8 @@ def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: Optiona
     kt = k.swapaxes(-1, -2)
     scores = (q * scale) @ kt if bias is None else mx.addmm(bias, q, kt, alpha=scale)
     weights = _softmax_numerator(scores, scores.max(axis=-1, keepdims=True))
-    return (weights @ v) / weights.sum(axis=-1, keepdims=True)
+    # the row sums as a mat-vec: [16, 500, 500] 3.6 -> 1.3 ms
+    return (weights @ v) / (weights @ _column(weights.shape[-1], 1.0))
 
 
 @mx.compile
@@ -358,19 +359,20 @@ def _layer_norm_cpu(x: mx.array, weight: mx.array, bias: mx.array, eps: mx.array
     return centred * mx.rsqrt(var + eps) * weight + bias
 
 
-_MEAN_COLUMNS: dict = {}
+_COLUMNS: dict = {}
 
 
-def _mean_column(n: int) -> mx.array:
-    """``[n, 1]`` of ``1 / n``: ``x @ col`` is the row mean of ``x [..., n]`` (a BLAS mat-vec)."""
-    col = _MEAN_COLUMNS.get(n)
+def _column(n: int, value: float) -> mx.array:
+    """``[n, 1]`` float32 of ``value``: ``x @ col`` is a row sum (``value`` 1) or mean (``1 / n``) of
+    ``x [..., n]`` as a BLAS mat-vec, several times faster than MLX's CPU row reductions."""
+    col = _COLUMNS.get((n, value))
     if col is None:
-        col = _MEAN_COLUMNS[n] = mx.full((n, 1), 1.0 / n)
+        col = _COLUMNS[(n, value)] = mx.full((n, 1), value)
     return col
 
 
 def _layer_norm_rows_cpu(x: mx.array, weight: Optional[mx.array], bias: Optional[mx.array], eps: float) -> mx.array:
-    col = _mean_column(x.shape[-1])
+    col = _column(x.shape[-1], 1.0 / x.shape[-1])
     centred = x - x @ col
     y = centred * mx.rsqrt((centred * centred) @ col + eps)
     if weight is not None:
