@@ -337,8 +337,25 @@ def silu(x: mx.array) -> mx.array:
 
 
 def glu(x: mx.array, axis: int = -1) -> mx.array:
-    a, b = mx.split(x, 2, axis=axis)
-    return _by_rows(_glu_cpu, a, b) if _fast_cpu(x) else a * mx.sigmoid(b)
+    return glu_halves(*mx.split(x, 2, axis=axis))
+
+
+def glu_halves(a: mx.array, b: mx.array) -> mx.array:
+    """``a * sigmoid(b)``: a GLU whose halves are already apart (contiguous ones take the
+    vectorised kernels on the CPU; the halves of one split array are column views)."""
+    return _by_rows(_glu_cpu, a, b) if _fast_cpu(a) else a * mx.sigmoid(b)
+
+
+def linear_glu(x: mx.array, layer: nn.Module) -> mx.array:
+    """``glu(layer(x))`` for a bias-free linear ``layer`` with ``2 * n`` outputs.  For a float weight
+    on the CPU the two halves are two products of ``n`` outputs each: contiguous halves for the GLU
+    kernels, and MKL runs [500, 1024] x [1024, 1024] faster than the [1024, 2048] one (a conformer
+    layer's pointwise conv + GLU at 10 s of audio: 23-28 -> 19 ms)."""
+    weight = layer.get("weight")
+    if type(layer) is Linear and "bias" not in layer and _fast_cpu(x) and weight.dtype == mx.float32:
+        n = weight.shape[0] // 2
+        return glu_halves(linear(x, weight[:n]), linear(x, weight[n:]))
+    return glu(layer(x), axis=-1)
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, bias: Optional[mx.array] = None) -> mx.array:

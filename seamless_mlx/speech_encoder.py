@@ -29,6 +29,7 @@ from .layers import (
     glu,
     head_groups,
     lengths_to_mask,
+    linear_glu,
     over_streams,
     parallel_over_heads,
 )
@@ -253,7 +254,7 @@ class ConformerConvolution(nn.Module):
         if valid is not None:
             # padded frames must not leak into later valid frames via the conv
             x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
-        x = glu(self.pointwise_conv1(x), axis=-1)
+        x = linear_glu(x, self.pointwise_conv1)
         x = self.depthwise_conv(x)
         x = self.act(self.depthwise_layer_norm(x))
         return self.pointwise_conv2(x)

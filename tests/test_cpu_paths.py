@@ -160,6 +160,16 @@ def test_polynomial_transcendentals_are_accurate():
     np.testing.assert_allclose(np.array(layers.glu(a)), np.array(a[:, :4] * mx.sigmoid(a[:, 4:])), rtol=6e-6)
 
 
+def test_linear_glu_equals_glu_of_the_whole_product():
+    lin = layers.Linear(32, 64, bias=False)
+    x = mx.random.normal((2, 700, 32), key=mx.random.key(9))  # above ELEMENTWISE_SPLIT_MIN once doubled
+    whole = layers.glu(lin(x), axis=-1)
+    np.testing.assert_allclose(np.array(layers.linear_glu(x, lin)), np.array(whole), atol=1e-6)
+    np.testing.assert_allclose(np.array(whole), np.array(nn.glu(x @ lin.weight.T)), atol=2e-6)
+    q = nn.QuantizedLinear.from_linear(lin, group_size=32, bits=8)  # other layers: the plain route
+    np.testing.assert_array_equal(np.array(layers.linear_glu(x, q)), np.array(layers.glu(q(x), axis=-1)))
+
+
 def test_large_element_wise_passes_split_over_streams_give_the_same_values():
     x = mx.random.normal((2, 700, 1024), key=mx.random.key(4)) * 6  # above ELEMENTWISE_SPLIT_MIN
     assert x.size >= layers.ELEMENTWISE_SPLIT_MIN
