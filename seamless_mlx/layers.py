@@ -273,11 +273,6 @@ def _clamped_negative(x: mx.array) -> mx.array:
 
 
 @mx.compile
-def _clamped(x: mx.array) -> mx.array:
-    return mx.minimum(mx.maximum(x, -_EXP_RANGE), _EXP_RANGE)
-
-
-@mx.compile
 def _zero_below_range(x: mx.array, y: mx.array) -> mx.array:
     """``y``, with 0 where ``x < -_EXP_RANGE``."""
     return mx.where(x < -_EXP_RANGE, 0.0, y)
@@ -285,7 +280,7 @@ def _zero_below_range(x: mx.array, y: mx.array) -> mx.array:
 
 def _exp_bounded(x: mx.array) -> mx.array:
     """e^x for ``|x| <= _EXP_RANGE`` (larger inputs are clamped to the range)."""
-    return _exp_tail_compiled(_exp_head(_clamped(x)))
+    return _exp_tail_compiled(_exp_head(_clamped_negative(-x)))
 
 
 def _sigmoid_cpu(x: mx.array) -> mx.array:
@@ -381,16 +376,11 @@ def _layer_norm_cpu(x: mx.array, weight: mx.array, bias: mx.array, eps: mx.array
     return centred * mx.rsqrt(var + eps) * weight + bias
 
 
-_COLUMNS: dict = {}
-
-
 def _column(n: int, value: float) -> mx.array:
     """``[n, 1]`` float32 of ``value``: ``x @ col`` is a row sum (``value`` 1) or mean (``1 / n``) of
-    ``x [..., n]`` as a BLAS mat-vec, several times faster than MLX's CPU row reductions."""
-    col = _COLUMNS.get((n, value))
-    if col is None:
-        col = _COLUMNS[(n, value)] = mx.full((n, 1), value)
-    return col
+    ``x [..., n]`` as a BLAS mat-vec, several times faster than MLX's CPU row reductions.  Made per
+    call (one small fill): a cache keyed by length would grow with every new input length."""
+    return mx.full((n, 1), value)
 
 
 def _layer_norm_rows_cpu(x: mx.array, weight: Optional[mx.array], bias: Optional[mx.array], eps: float) -> mx.array:

@@ -12,7 +12,6 @@ Parameter names equal the HF state-dict keys with ``speech_encoder.`` stripped;
 from __future__ import annotations
 
 import math
-import os
 from typing import Dict, Optional, Tuple
 
 import mlx.core as mx
