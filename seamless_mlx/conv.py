@@ -29,7 +29,7 @@ from typing import Optional, Tuple, Union
 import mlx.core as mx
 import mlx.nn as nn
 
-from .layers import linear, quantized_product
+from .layers import cpu_routes, linear, quantized_product
 
 Padding = Union[int, Tuple[int, int]]
 
@@ -41,7 +41,7 @@ def use_matmul() -> bool:
         return False
     if forced == "matmul":
         return True
-    return mx.default_device() == mx.cpu
+    return cpu_routes()
 
 
 def _pads(padding: Padding) -> Tuple[int, int]:

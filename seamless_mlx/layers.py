@@ -305,8 +305,20 @@ def _glu_cpu(a: mx.array, b: mx.array) -> mx.array:
 ELEMENTWISE_SPLIT_MIN = 1 << 20  # elements: larger element-wise passes are split over CPU streams
 
 
+# ``SEAMLESS_MLX_ROUTES=generic`` makes the CPU take the routes every other device (Metal, CUDA)
+# takes: plain MLX ops and fused kernels, no stream splits, no polynomial exp.  The tests use it
+# to check those routes on CPU-only machines; for speed on the CPU leave it unset.
+GENERIC_ROUTES = os.environ.get("SEAMLESS_MLX_ROUTES", "").strip().lower() == "generic"
+
+
+def cpu_routes() -> bool:
+    """Whether the CPU-tuned routes apply: the default device is the CPU and they are not turned off
+    (``SEAMLESS_MLX_ROUTES=generic``, :data:`GENERIC_ROUTES`)."""
+    return not GENERIC_ROUTES and mx.default_device() == mx.cpu
+
+
 def _fast_cpu(x: mx.array) -> bool:
-    return mx.default_device() == mx.cpu and x.dtype == mx.float32
+    return x.dtype == mx.float32 and cpu_routes()
 
 
 def _by_rows(fn, x: mx.array, *more: mx.array) -> mx.array:
@@ -488,7 +500,7 @@ def over_streams(fn, n: int, groups: int, axis: int) -> mx.array:
 
 def head_groups(batch: int, heads: int, q_len: int, k_len: int) -> int:
     """How many head groups to run in parallel (1 = no split)."""
-    if mx.default_device() != mx.cpu or batch * heads * q_len * k_len < HEAD_PARALLEL_MIN_ELEMENTS:
+    if batch * heads * q_len * k_len < HEAD_PARALLEL_MIN_ELEMENTS or not cpu_routes():
         return 1
     n = min(CPU_CORES, heads)
     while heads % n:
@@ -519,7 +531,7 @@ def matvec_groups(x: mx.array, weight: mx.array) -> int:
     nothing but such products.  Only for float weights on the CPU.
     """
     if (
-        mx.default_device() != mx.cpu
+        not cpu_routes()
         or x.size != x.shape[-1]
         or weight.nbytes < SPLIT_MATVEC_MIN_BYTES
         or not mx.issubdtype(weight.dtype, mx.floating)
@@ -538,7 +550,7 @@ TRANSPOSED_PRODUCT_MAX_ROWS = 256
 
 def _few_rows(x: mx.array) -> bool:
     rows = x.size // x.shape[-1] if x.shape[-1] else 0
-    return 1 < rows <= TRANSPOSED_PRODUCT_MAX_ROWS and mx.default_device() == mx.cpu
+    return 1 < rows <= TRANSPOSED_PRODUCT_MAX_ROWS and cpu_routes()
 
 
 def product(x: mx.array, weight: mx.array) -> mx.array:
@@ -615,7 +627,7 @@ def quantized_product(x: mx.array, layer: nn.Module) -> mx.array:
     ``group_size``, ``bits``, ``mode``): the weight of a quantized linear, embedding or conv."""
     w, scales, biases = layer["weight"], layer["scales"], layer.get("biases")
     kw = dict(group_size=layer.group_size, bits=layer.bits, mode=layer.mode)
-    if mx.default_device() != mx.cpu:
+    if not cpu_routes():
         return mx.quantized_matmul(x, w, scales, biases, transpose=True, **kw)
     dense = x.size // x.shape[-1] >= DEQUANTIZE_MIN_ROWS
 

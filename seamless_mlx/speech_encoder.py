@@ -25,6 +25,7 @@ from .layers import (
     LayerNorm,
     Linear,
     attention,
+    cpu_routes,
     glu,
     head_groups,
     lengths_to_mask,
@@ -108,7 +109,7 @@ class ConformerFeedForward(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         rows = x.size // x.shape[-1]
         width = self.intermediate_dense.weight.shape[0]
-        if mx.default_device() != mx.cpu or rows * width * x.dtype.size <= FFN_BLOCK_BYTES:
+        if not cpu_routes() or rows * width * x.dtype.size <= FFN_BLOCK_BYTES:
             return self.output_dense(self.act(self.intermediate_dense(x)))
         # Long inputs on the CPU: row blocks, so the [rows, intermediate] activations stay small
         # enough for the allocators to reuse (see ConformerSelfAttention: fresh pages otherwise).
@@ -177,7 +178,7 @@ class ConformerSelfAttention(nn.Module):
             # 36 MB per head, 576 MB for all 16).  Blocks that small are also reused by the
             # allocators; whole-head buffers were above MLX's 32 MB CPU buffer cache and glibc's
             # mmap threshold, so each came from fresh pages: 60 s encoder 119 -> 104 s.
-            if mx.default_device() != mx.cpu or q.shape[0] * q.shape[1] * T * T * 4 <= ATTENTION_SLICE_BYTES:
+            if not cpu_routes() or q.shape[0] * q.shape[1] * T * T * 4 <= ATTENTION_SLICE_BYTES:
                 return attend_heads(q, k, v, rel)
             block = max(1, ATTENTION_BLOCK_BYTES // (q.shape[0] * T * q.dtype.size))
             heads, last = [], None
@@ -229,7 +230,7 @@ class CausalDepthwiseConv1d(nn.Module):
                 y = y + x[:, start + i : start + i + n] * w[i]
             return y
 
-        groups = CPU_CORES if mx.default_device() == mx.cpu and x.size >= (1 << 18) else 1
+        groups = CPU_CORES if x.size >= (1 << 18) and cpu_routes() else 1
         return over_streams(span, T, groups if T >= 2 * groups else 1, axis=1)
 
 

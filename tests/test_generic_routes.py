@@ -1,0 +1,95 @@
+"""The routes Metal and CUDA take, checked on the CPU against transformers.
+
+On the CPU seamless-mlx takes its own routes (polynomial exp, split products, blocked attention,
+convolutions as GEMMs); every other device takes the plain ones: ``mx.fast`` attention and layer
+norm, MLX's own convolutions, fused quantized products.  ``SEAMLESS_MLX_ROUTES=generic``
+(``layers.GENERIC_ROUTES``) makes the CPU take those too, so a CPU-only CI still checks the code an
+Apple-silicon or CUDA user runs.
+"""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+
+import seamless_mlx as sm
+from seamless_mlx import conv, layers
+from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+
+
+@pytest.fixture
+def generic(monkeypatch):
+    monkeypatch.setattr(layers, "GENERIC_ROUTES", True)
+    monkeypatch.delenv("SEAMLESS_MLX_CONV", raising=False)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint)
+
+
+def _audio(seed, seconds):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.3 * np.sin(2 * np.pi * (170 + 40 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def test_the_switch_turns_every_cpu_route_off(generic):
+    assert not layers.cpu_routes()
+    assert not conv.use_matmul()
+    x = mx.zeros((1, 1, 64))
+    assert layers.matvec_groups(x, mx.zeros((1 << 16, 64))) == 1
+    assert layers.head_groups(1, 16, 3000, 3000) == 1
+    assert not layers._few_rows(mx.zeros((4, 64)))
+
+
+def test_s2st_batch_matches_transformers_on_the_generic_routes(generic, model, tiny_hf):
+    """Speech encoder (sdpa with the relative-position bias), text decoder, T2U, and the vocoder on
+    MLX's native dilated and transposed convolutions."""
+    hf, _ = tiny_hf
+    f = SeamlessM4TFeatureExtractor()([_audio(0, 1.2), _audio(1, 0.7)], sampling_rate=16000, return_tensors="np")
+    kw = dict(tgt_lang="fra", speaker_id=1, return_intermediate_token_ids=True, max_new_tokens=10)
+    with torch.inference_mode():
+        ref = hf.generate(
+            input_features=torch.tensor(f["input_features"]), attention_mask=torch.tensor(f["attention_mask"]), **kw
+        )
+    ours = model.generate(input_features=mx.array(f["input_features"]), attention_mask=mx.array(f["attention_mask"]), **kw)
+    assert ours.sequences.tolist() == ref.sequences.tolist()
+    assert ours.unit_sequences.tolist() == ref.unit_sequences.tolist()
+    lens = np.atleast_1d(ref.waveform_lengths.numpy()).tolist()
+    assert np.array(ours.waveform_lengths).tolist() == lens
+    w, r = np.array(ours.waveform), ref.waveform.numpy()
+    for i, n in enumerate(lens):
+        assert _rel(w[i, :n], r[i, :n]) < 1e-4
+
+
+def test_t2tt_beam_search_matches_transformers_on_the_generic_routes(generic, model, tiny_hf):
+    hf, proc = tiny_hf
+    enc = proc(text=["Hello world, how are you?", "Guten Morgen!"], src_lang="eng", return_tensors="pt", padding=True)
+    kw = dict(tgt_lang="deu", generate_speech=False, num_beams=3, max_new_tokens=10)
+    with torch.inference_mode():
+        ref = hf.generate(**enc, **kw)
+    ours = model.generate(
+        input_ids=mx.array(enc["input_ids"].numpy()), attention_mask=mx.array(enc["attention_mask"].numpy()), **kw
+    )
+    assert ours.sequences.tolist() == ref.sequences.tolist()
+
+
+def test_generic_and_cpu_routes_give_the_same_hidden_states(monkeypatch, model):
+    """Encoder outputs of both route sets, for text and a speech batch with padding."""
+    f = SeamlessM4TFeatureExtractor()([_audio(2, 1.5), _audio(3, 0.5)], sampling_rate=16000, return_tensors="np")
+    ids = mx.array(np.random.default_rng(0).integers(4, 200, size=(2, 9)))
+    outs = {}
+    for generic_routes in (False, True):
+        monkeypatch.setattr(layers, "GENERIC_ROUTES", generic_routes)
+        speech, _ = model.encode_speech(mx.array(f["input_features"]), mx.array(f["attention_mask"]))
+        text = model.text_encoder(ids, model.shared)
+        mx.eval(speech, text)
+        outs[generic_routes] = (np.array(speech), np.array(text))
+    for a, b in zip(outs[False], outs[True]):
+        np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+
