@@ -39,6 +39,12 @@ _DEFAULT_EPS = 1e-5
 
 
 ATTENTION_SLICE_BYTES = 64 << 20  # CPU: above this, [T, T] attention tensors are built in blocks
+# Off the CPU: above this size of one layer's [B, H, T, T] scores, every conformer layer is evaluated
+# before the next is built.  MLX's GPU backends release a kernel's inputs and temporaries only once
+# the GPU has run it, and a graph of all 24 layers is queued far ahead of the GPU: with unfused
+# attention (float32 on CUDA with ``MLX_ENABLE_TF32=0``) many layers' score tensors were alive at
+# once (v2-large, 60 s of audio, H100: 19 GB peak where the fused kernel needed 4.6 GB).
+EVAL_EACH_LAYER_BYTES = 256 << 20
 ATTENTION_BLOCK_BYTES = 8 << 20  # ... of one head and this many bytes of [rows, T] scores
 FFN_BLOCK_BYTES = 16 << 20  # CPU: a feed-forward whose [T, intermediate] activations are larger runs in row blocks
 
@@ -303,8 +309,12 @@ class ConformerEncoder(nn.Module):
             x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
             key_keep = frames[:, None, None, :]
             keep = key_keep if keep is None else (keep & key_keep)
+        heads = self.layers[0].self_attn.num_heads if self.layers else 0
+        bounded = not cpu_routes() and x.shape[0] * heads * T * T * 4 > EVAL_EACH_LAYER_BYTES
         for layer in self.layers:
             x = layer(x, keep, valid)
+            if bounded:
+                mx.eval(x)
         return self.layer_norm(x)
 
 

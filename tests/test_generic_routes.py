@@ -93,3 +93,19 @@ def test_generic_and_cpu_routes_give_the_same_hidden_states(monkeypatch, model):
     for a, b in zip(outs[False], outs[True]):
         np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
 
+
+def test_layer_by_layer_evaluation_gives_the_same_encoder_output(generic, monkeypatch, model):
+    """Long inputs off the CPU evaluate each conformer layer before the next (bounded GPU memory)."""
+    from seamless_mlx import speech_encoder
+
+    f = SeamlessM4TFeatureExtractor()([_audio(4, 1.3), _audio(5, 0.8)], sampling_rate=16000, return_tensors="np")
+    args = (mx.array(f["input_features"]), mx.array(f["attention_mask"]))
+    whole, _ = model.encode_speech(*args)
+    mx.eval(whole)
+    calls = []
+    monkeypatch.setattr(speech_encoder, "EVAL_EACH_LAYER_BYTES", 0)
+    monkeypatch.setattr(speech_encoder.mx, "eval", lambda *a: calls.append(1) or mx.async_eval(*a) or mx.synchronize())
+    layered, _ = model.encode_speech(*args)
+    monkeypatch.undo()
+    assert len(calls) == model.config.speech_encoder_layers
+    np.testing.assert_array_equal(np.array(layered), np.array(whole))
