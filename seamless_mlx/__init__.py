@@ -11,6 +11,14 @@ from . import _blas
 
 _blas.preload()  # must run before mlx.core is imported anywhere below
 
+try:
+    import mlx.core as _mx
+except ImportError as _e:  # Linux: the mlx package without a backend wheel
+    raise ImportError(
+        f"seamless-mlx: MLX could not load its backend ({_e}). On Linux install one: "
+        "pip install 'seamless-mlx[cpu]' (CPU, with Intel MKL on x86_64) or 'seamless-mlx[cuda]' (NVIDIA GPU)."
+    ) from _e
+
 from .config import GenerationConfig, ModelConfig  # noqa: E402
 from .model import (  # noqa: E402
     GenerateOutput,
@@ -25,6 +33,8 @@ from .model import (  # noqa: E402
 from .api import Result, transcribe, translate  # noqa: E402
 
 __version__ = "0.1.0"
+
+_blas.warn_if_missing(_mx.default_device() == _mx.cpu)
 
 
 def load(path, model_class=None, dtype=None):

@@ -5,7 +5,7 @@ matrix-vector products at ~1.4 GB/s on our 2-core x86_64 machines, about 50x slo
 MLX resolves its ``cblas_*``/LAPACK symbols dynamically, so a faster library loaded with
 ``RTLD_GLOBAL`` first takes their place:
 
-1. Intel MKL's single dynamic library (``pip install 'seamless-mlx[mkl]'``; GEMM ~150 GFLOP/s,
+1. Intel MKL's single dynamic library (``pip install 'seamless-mlx[cpu]'``; GEMM ~150 GFLOP/s,
    mat-vec at memory bandwidth);
 2. the system's OpenBLAS (``apt-get install libopenblas0``).
 
@@ -23,6 +23,7 @@ import sysconfig
 import warnings
 
 loaded = None  # path of the BLAS we loaded, or None
+missing = False  # looked for one and found none
 
 
 def _candidates():
@@ -47,7 +48,7 @@ def _candidates():
 
 
 def preload() -> None:
-    global loaded
+    global loaded, missing
     if not sys.platform.startswith("linux") or "mlx.core" in sys.modules:
         return
     if os.environ.get("SEAMLESS_MLX_BLAS", "").strip().lower() in ("off", "0", "none", "false"):
@@ -59,9 +60,19 @@ def preload() -> None:
             continue
         loaded = path
         return
+    missing = True
+
+
+def warn_if_missing(on_cpu: bool) -> None:
+    """Once ``mlx.core`` is imported: warn when the CPU runs the models on the reference BLAS (not
+    where a GPU backend, CUDA's, is the default device: its CPU BLAS hardly matters)."""
+    global missing
+    if not missing or not on_cpu:
+        return
+    missing = False
     warnings.warn(
         "seamless-mlx: only MLX's reference BLAS was found; CPU inference will be ~50x slower. "
-        "Install Intel MKL with `pip install 'seamless-mlx[mkl]'` (or `apt-get install libopenblas0`).",
+        "Install Intel MKL with `pip install 'seamless-mlx[cpu]'` (or `apt-get install libopenblas0`).",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=2,
     )
