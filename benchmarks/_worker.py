@@ -12,6 +12,12 @@ result).  Modes (``spec["mode"]``):
 ``encoder``     speech-encoder forward only on N seconds of audio: time, peak RSS, and for MLX
                 ``mx.get_peak_memory()`` after ``mx.reset_peak_memory()``.
 ``bandwidth``   the memory-bandwidth probes alone.
+
+``spec["device"] == "gpu"`` runs on the GPU (MLX's default device with ``mlx[cuda]``, torch's
+``cuda``), with a device synchronisation closing every timed call and the peak GPU memory instead
+of the peak RSS that matters; ``spec["rows"]`` (a list) runs several rows in one process, one
+after the other, and prints ``{row: result}``: on a GPU each process would otherwise pay its start,
+CUDA context and kernel compilation again.
 """
 
 from __future__ import annotations
@@ -122,15 +128,34 @@ def _mlx_import():
     return sm, mx, _blas
 
 
+def on_gpu(spec) -> bool:
+    """``BENCH_GPU_AS_CPU=1`` runs a GPU spec on the CPU: a dry run of the harness without a GPU."""
+    return spec.get("device", "cpu") == "gpu" and not os.environ.get("BENCH_GPU_AS_CPU")
+
+
+def mlx_device(mx, spec) -> str:
+    """Set the default device the spec asks for; its name."""
+    if on_gpu(spec):
+        mx.set_default_device(mx.gpu)
+        try:
+            return str(mx.device_info().get("device_name", "gpu"))
+        except Exception:  # older MLX
+            return "gpu"
+    mx.set_default_device(mx.cpu)
+    return "cpu"
+
+
 def mlx_task(spec):
     sm, mx, _blas = _mlx_import()
     from seamless_mlx.audio import SeamlessM4TFeatureExtractor
 
+    device_name = mlx_device(mx, spec)
     row, tokens = spec["row"], spec["tokens"]
     suffix, kind, seconds = ROWS[row]
     speech_out = suffix.endswith("Speech")
     cls = getattr(sm, spec.get("cls") or f"SeamlessM4Tv2For{suffix}")
-    res = {"blas": _blas.loaded or "reference", "class": cls.__name__}
+    res = {"blas": _blas.loaded or "reference", "class": cls.__name__, "device_name": device_name,
+           "tf32": os.environ.get("MLX_ENABLE_TF32", "1 (MLX default)")}
     t = time.perf_counter()
     model = cls.from_pretrained(spec["folder"])
     res["load_s"] = time.perf_counter() - t
@@ -163,6 +188,8 @@ def mlx_task(spec):
     mx.reset_peak_memory()
     res["seconds"], res["times"], out = best_of(run, spec["repeats"], warm)
     res["mx_peak_bytes"] = mx.get_peak_memory()
+    if on_gpu(spec):
+        res["peak_device_bytes"] = res["mx_peak_bytes"]
     if speech_out:
         res["audio_out_s"] = int(out.waveform_lengths[0].item()) / SR
     res["new_tokens"] = int(out.sequences.shape[1]) - 2  # minus [decoder start, language]
@@ -174,7 +201,7 @@ def mlx_task(spec):
     if spec.get("step"):
         res.update(mlx_step(mx, model, inputs, tokens, runs=spec.get("step_runs", 2)))
     if spec.get("bandwidth"):
-        res.update(bandwidth_probes(mx))
+        res.update(gpu_bandwidth_probes(mx) if on_gpu(spec) else bandwidth_probes(mx))
     res["torch_imported"] = "torch" in sys.modules
     return res
 
@@ -329,6 +356,27 @@ def bandwidth_probes(mx=None):
     return res
 
 
+def gpu_bandwidth_probes(mx):
+    """GPU memory bandwidth in MLX, each the best of 5: a 1 GiB fp32 matrix-vector product (what a
+    decode step does) and a 1 GiB copy (bytes read + written)."""
+    res = {}
+    w = mx.random.normal((1 << 14, 1 << 14))
+    x = mx.random.normal((1, 1 << 14))
+    mx.eval(w, x)
+    for name, fn, nbytes in (
+        ("bandwidth_matvec_Bps", lambda: x @ w.T, w.nbytes),
+        ("bandwidth_copy_Bps", lambda: w + 1.0, 2 * w.nbytes),
+    ):
+        mx.eval(fn())
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            mx.eval(fn())
+            best = min(best, time.perf_counter() - t)
+        res[name] = nbytes / best
+    return res
+
+
 def mlx_encoder(spec):
     sm, mx, _blas = _mlx_import()
     import gc
@@ -366,14 +414,22 @@ def _torch_import():
 
 def hf_task(spec):
     torch, transformers = _torch_import()
+    gpu = on_gpu(spec)
+    device = torch.device("cuda" if gpu else "cpu")
+
+    def sync():
+        if gpu:
+            torch.cuda.synchronize()
 
     row, tokens = spec["row"], spec["tokens"]
     suffix, kind, seconds = ROWS[row]
     speech_out = suffix.endswith("Speech")
     cls = getattr(transformers, spec.get("cls") or f"SeamlessM4Tv2For{suffix}")
-    res = {"class": cls.__name__, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    res = {"class": cls.__name__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "device_name": torch.cuda.get_device_name() if gpu else "cpu"}
     t = time.perf_counter()
-    model = cls.from_pretrained(spec["folder"]).eval()
+    model = cls.from_pretrained(spec["folder"]).eval().to(device)
+    sync()
     res["load_s"] = time.perf_counter() - t
     res["rss_after_load"] = current_rss()  # transformers memory-maps the weights: pages come in when used
     res["weights_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -381,11 +437,11 @@ def hf_task(spec):
 
     def inputs_for(secs):
         if kind == "text":
-            return {"input_ids": torch.tensor(source_ids())}
+            return {"input_ids": torch.tensor(source_ids(), device=device)}
         t = time.perf_counter()
         f = fe(waveform(secs), sampling_rate=SR, return_tensors="pt")
         res.setdefault("features_s", time.perf_counter() - t)
-        return {"input_features": f["input_features"], "attention_mask": f["attention_mask"]}
+        return {"input_features": f["input_features"].to(device), "attention_mask": f["attention_mask"].to(device)}
 
     inputs = inputs_for(seconds)
     extra = {} if spec.get("cls") in (None, f"SeamlessM4Tv2For{suffix}") else {"generate_speech": speech_out}
@@ -396,40 +452,49 @@ def hf_task(spec):
         if prof is not None:
             prof.reset()
         with torch.inference_mode():
-            return model.generate(**inp, tgt_lang=TGT, **extra, **ids_kw, **length_kwargs(speech_out, n))
+            out = model.generate(**inp, tgt_lang=TGT, **extra, **ids_kw, **length_kwargs(speech_out, n))
+        sync()
+        return out
 
-    prof = hf_hooks(model) if spec.get("profile") else None
+    prof = hf_hooks(model, sync) if spec.get("profile") else None
     warm = spec.get("warmup", True)
     if warm == "short":
         short_in = inputs_for(min(seconds, 5)) if kind == "speech" else inputs
         warm = lambda: run(4, short_in)  # noqa: E731
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     res["seconds"], res["times"], out = best_of(run, spec["repeats"], warm)
+    if gpu:
+        res["peak_device_bytes"] = torch.cuda.max_memory_allocated()
     if prof is not None:
         res["profile"] = prof.summary()
     if speech_out:
-        res["audio_out_s"] = int(out.waveform_lengths.reshape(-1)[0]) / SR
+        res["audio_out_s"] = int(out.waveform_lengths.reshape(-1)[0].cpu()) / SR
     seq = out.sequences if hasattr(out, "sequences") else out  # a tensor for the text tasks
     res["new_tokens"] = int(seq.shape[-1]) - 2
-    res["tokens_out"] = seq.reshape(-1, seq.shape[-1])[0].tolist()
+    res["tokens_out"] = seq.reshape(-1, seq.shape[-1])[0].cpu().tolist()
     res["peak_rss"] = peak_rss()
     return res
 
 
 class _Hooks:
-    """Wall time per sub-module call (torch runs eagerly on the CPU, so forward hooks time it).
-    ``reset()`` at the start of every generate call: the summary describes the last call."""
+    """Wall time per sub-module call (torch runs eagerly on the CPU, so forward hooks time it; on a
+    GPU each hook synchronises first).  ``reset()`` at the start of every generate call: the
+    summary describes the last call."""
 
-    def __init__(self):
-        self.times, self._t = {}, {}
+    def __init__(self, sync=lambda: None):
+        self.times, self._t, self.sync = {}, {}, sync
 
     def reset(self):
         self.times = {}
 
     def add(self, name, module):
         def pre(mod, args):
+            self.sync()
             self._t[name] = time.perf_counter()
 
         def post(mod, args, out):
+            self.sync()
             self.times.setdefault(name, []).append(time.perf_counter() - self._t[name])
 
         module.register_forward_pre_hook(pre)
@@ -446,8 +511,8 @@ class _Hooks:
         return out
 
 
-def hf_hooks(model):
-    h = _Hooks()
+def hf_hooks(model, sync=lambda: None):
+    h = _Hooks(sync)
     for name in ("text_encoder", "speech_encoder", "text_decoder", "lm_head", "t2u_model", "vocoder"):
         mod = getattr(model, name, None)
         if mod is not None:
@@ -488,6 +553,22 @@ def main():
         res = bandwidth_probes(_mlx_import()[1])
     elif mode == "encoder":
         res = (mlx_encoder if fw == "mlx" else hf_encoder)(spec)
+    elif mode == "task" and "rows" in spec:
+        import gc
+
+        res = {}
+        for row in spec["rows"]:
+            try:
+                res[row] = (mlx_task if fw == "mlx" else hf_task)({**spec, "row": row})
+            except Exception as e:  # one failed row must not lose the others
+                res[row] = {"error": f"{type(e).__name__}: {e}"}
+            gc.collect()
+            if fw == "mlx":
+                sys.modules["mlx.core"].clear_cache()
+            elif on_gpu(spec):
+                sys.modules["torch"].cuda.empty_cache()
+            print(json.dumps({"row_done": row, **{k: v for k, v in res[row].items() if k in ("seconds", "error")}}),
+                  file=sys.stderr, flush=True)
     elif mode == "task":
         res = (mlx_task if fw == "mlx" else hf_task)(spec)
     else:

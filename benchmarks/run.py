@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick          # T2TT and S2TT 10 s only, no memory sections
     python benchmarks/run.py --rows t2tt,s2st-10s --frameworks transformers,mlx-fp32
     python benchmarks/run.py --skip-build     # never build/convert: use benchmarks/.cache as is
+    python benchmarks/run.py --device gpu --cache /tmp/bench   # mlx[cuda] vs torch CUDA
 
 1. builds once, in a subprocess, a random checkpoint with ``SeamlessM4Tv2Config()`` shapes and the
    256102-token vocabulary (tests/checkpoints.py; ~9 GB in benchmarks/.cache/full-hf);
@@ -15,7 +16,13 @@
 4. adds the MLX decode step against the memory-bandwidth floor, T2TT under each BLAS, the
    per-phase profile of every row, and (``--memory``, on by default) the peak-memory sections.
 
-Writes benchmarks/results/<date>.json and prints markdown tables.  See benchmarks/README.md.
+On a GPU (``--device gpu``: ``mlx[cuda]`` against torch on CUDA) each framework runs all its rows
+in one process, the GPU's peak memory replaces the peak RSS, and there are no BLAS or memory
+sections.  ``mlx-fp32`` runs with ``MLX_ENABLE_TF32=0`` (full float32 products, as torch's
+default); ``mlx-tf32`` is the same folder with MLX's own default, TF32 products on CUDA.
+
+Writes benchmarks/results/<date>.json (after every measurement, so an interrupted run keeps what
+it did) and prints markdown tables.  See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -39,7 +46,11 @@ from _worker import ROWS  # noqa: E402  (imports nothing heavy)
 
 TOKENS = 32
 FRAMEWORKS = ["transformers", "mlx-fp32", "mlx-q8", "mlx-q4"]
+GPU_FRAMEWORKS = ["transformers", "mlx-fp32", "mlx-tf32", "mlx-q4"]
 QUANT = {"mlx-q8": 8, "mlx-q4": 4}
+# framework -> (converted folder it reads, environment of its worker)
+FOLDER_OF = {"mlx-tf32": "mlx-fp32"}
+ENV_OF = {"mlx-fp32": {"MLX_ENABLE_TF32": "0"}, "mlx-tf32": {"MLX_ENABLE_TF32": "1"}}
 # Quantized rows: MLX's CPU quantized matmul kernels are single-threaded and not BLAS-backed
 # (8-bit mat-vec ~5x, 500-row matmul ~50x slower than fp32 MKL), so the quantized models are
 # slower than fp32 on Linux; only T2TT is timed by default (S2TT 10 s takes ~2 minutes a call).
@@ -69,6 +80,7 @@ def load_average() -> float:
 
 # ----------------------------------------------------------------------------- models
 def ensure_models(frameworks, skip_build: bool):
+    """``{framework: folder}`` for the frameworks whose checkpoint exists (built/converted here)."""
     folders = {"transformers": HF}
     if not (HF / "config.json").exists():
         if skip_build:
@@ -81,13 +93,17 @@ def ensure_models(frameworks, skip_build: bool):
             f"build_checkpoint({str(HF)!r}, seed=0, full_size=True, overrides={{'vocab_size': 256102}})"
         )
         subprocess.run([sys.executable, "-c", code], check=True)  # a subprocess: its ~9 GB are freed
-    for fw in frameworks:
-        if not fw.startswith("mlx"):
+    for name in frameworks:
+        if not name.startswith("mlx"):
             continue
+        fw = FOLDER_OF.get(name, name)
         folder = CACHE / fw
+        if fw in folders:
+            folders[name] = folder
+            continue
         if not (folder / "config.json").exists():
             if skip_build:
-                log(f"--skip-build: {folder} is missing, {fw} skipped")
+                log(f"--skip-build: {folder} is missing, {name} skipped")
                 continue
             kw = {"force": True}
             if fw in QUANT:
@@ -101,30 +117,33 @@ def ensure_models(frameworks, skip_build: bool):
             if p.returncode != 0:
                 log(f"conversion to {fw} FAILED, its rows are skipped:\n{p.stderr[-2000:]}")
                 continue
-        folders[fw] = folder
+        folders[fw] = folders[name] = folder
     return folders
 
 
-def worker(spec, env=None, timeout=1500):
+def worker(spec, env=None, timeout=1500, stream_stderr=False):
     """Run one measurement in a fresh process; returns its JSON result or {"error": ...}."""
     cmd = [sys.executable, str(HERE / "_worker.py"), json.dumps(spec)]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if stream_stderr else subprocess.PIPE, text=True,
+                           env={**os.environ, **(env or {})}, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     if p.returncode != 0:
-        tail = p.stderr.strip().splitlines()[-1:] or [f"exit status {p.returncode}"]
+        err = p.stderr or ""
+        tail = err.strip().splitlines()[-1:] or [f"exit status {p.returncode}"]
         if p.returncode < 0:
             tail = [f"killed by signal {-p.returncode} (out of memory?)"]
-        return {"error": tail[0], "stderr": p.stderr[-3000:]}
+        return {"error": tail[0], "stderr": err[-3000:]}
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def weight_bytes(folder: Path, prefixes) -> int:
     """Bytes of the weights under ``prefixes`` in a folder (safetensors headers only)."""
-    index = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    index_file = folder / "model.safetensors.index.json"
+    shards = set(json.loads(index_file.read_text())["weight_map"].values()) if index_file.exists() else {"model.safetensors"}
     total = 0
-    for shard in sorted(set(index.values())):
+    for shard in sorted(shards):
         with open(folder / shard, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(n))
@@ -149,10 +168,11 @@ def same_tokens(ref, got) -> str:
     return f"no (from token {first - 2})"  # counted after [decoder start, language]
 
 
-def fmt_main(results, tokens):
+def fmt_main(results, tokens, gpu=False):
+    peak_key = "peak_device_bytes" if gpu else "peak_rss"
     lines = [
-        "| task | framework | seconds | runs | new tokens | tokens/s | audio in / out | x real time | peak RSS "
-        "| transformers / this | same tokens as transformers |",
+        f"| task | framework | seconds | runs | new tokens | tokens/s | audio in / out | x real time | "
+        f"{'peak GPU memory' if gpu else 'peak RSS'} | transformers / this | same tokens as transformers |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row, fws in results.items():
@@ -170,7 +190,7 @@ def fmt_main(results, tokens):
             ratio = f"**{base / r['seconds']:.2f}x**" if base and fw != "transformers" else "-"
             lines.append(
                 f"| {row} | {fw} | {r['seconds']:.2f} | {len(r['times'])} | {r['new_tokens']} | "
-                f"{r['new_tokens'] / r['seconds']:.1f} | {audio} | {xrt_s} | {gb(r['peak_rss'])} | {ratio} | "
+                f"{r['new_tokens'] / r['seconds']:.1f} | {audio} | {xrt_s} | {gb(r.get(peak_key))} | {ratio} | "
                 f"{same_tokens(ref, r.get('tokens_out')) if fw != 'transformers' else '-'} |"
             )
     return "\n".join(lines)
@@ -201,12 +221,14 @@ def fmt_profile(results):
     return "\n".join(lines)
 
 
-def fmt_step(results):
+def fmt_step(results, gpu=False):
     t2 = results.get("t2tt", {})
     probe = t2.get("mlx-fp32", {})
     if "bandwidth_matvec_Bps" not in probe:
         return ""
     bw1, bw2 = probe["bandwidth_matvec_Bps"], probe.get("bandwidth_matvec_split_Bps", 0)
+    if gpu:
+        return fmt_step_gpu(t2, bw1, probe["bandwidth_copy_Bps"])
     lines = [
         f"Bandwidth: {bw1 / 1e9:.1f} GB/s for one 1 GiB fp32 mat-vec (MKL runs it on one core), "
         f"{bw2 / 1e9:.1f} GB/s with its rows split over one CPU stream per core, "
@@ -227,6 +249,28 @@ def fmt_step(results):
             f"{b / 1e9:.2f} GB ({b_nokv / 1e9:.2f}) | {b / bw1 * 1e3:.0f} ({b_nokv / bw1 * 1e3:.0f}) | "
             + (f"{b / bw2 * 1e3:.0f} ({b_nokv / bw2 * 1e3:.0f}) | {r['step_s'] / (b / bw2):.2f}x ({r['step_s'] / (b_nokv / bw2):.2f}x) |"
                if bw2 else "- | - |")
+        )
+    return "\n".join(lines)
+
+
+def fmt_step_gpu(t2, bw, copy_bw):
+    lines = [
+        f"Bandwidth (MLX on the GPU): {bw / 1e9:.0f} GB/s for a 1 GiB fp32 mat-vec, {copy_bw / 1e9:.0f} GB/s "
+        "for a 1 GiB copy (read + write). Floor = bytes of `text_decoder` + `shared` (tied LM head) / "
+        "mat-vec bandwidth; in brackets without the cross-attention K/V projections.",
+        "",
+        "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms | step / floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for fw in ("mlx-fp32", "mlx-tf32", "mlx-q8", "mlx-q4"):
+        r = t2.get(fw, {})
+        if "step_s" not in r:
+            continue
+        b, b_nokv = r["step_bytes"], r["step_bytes_no_cross_kv"]
+        lines.append(
+            f"| {fw} | {r['step_s'] * 1e3:.1f} | {r['step_layers_s'] * 1e3:.1f} + {r['step_lm_head_s'] * 1e3:.1f} | "
+            f"{b / 1e9:.2f} GB ({b_nokv / 1e9:.2f}) | {b / bw * 1e3:.2f} ({b_nokv / bw * 1e3:.2f}) | "
+            f"{r['step_s'] / (b / bw):.1f}x ({r['step_s'] / (b_nokv / bw):.1f}x) |"
         )
     return "\n".join(lines)
 
@@ -274,11 +318,18 @@ def fmt_classes(rows):
 
 # ----------------------------------------------------------------------------- main
 def main():
+    global CACHE, HF
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="T2TT and S2TT 10 s only; no memory sections")
     p.add_argument("--rows", default=None, help=f"comma list of {', '.join(ROWS)} (default: all)")
-    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma list of %(default)s")
-    p.add_argument("--quant-rows", default=",".join(QUANT_ROWS), help="rows timed for mlx-q8/mlx-q4")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="gpu: mlx[cuda] against torch CUDA (default frameworks %s; quantized rows t2tt,s2st-10s)"
+                   % ",".join(GPU_FRAMEWORKS))
+    p.add_argument("--cache", default=None, help=f"checkpoint folder (default {CACHE})")
+    p.add_argument("--frameworks", default=None,
+                   help=f"comma list of {', '.join(dict.fromkeys(FRAMEWORKS + GPU_FRAMEWORKS))} (default "
+                   f"{','.join(FRAMEWORKS)}; on a GPU {','.join(GPU_FRAMEWORKS)})")
+    p.add_argument("--quant-rows", default=None, help="rows timed for mlx-q8/mlx-q4 (default %s)" % ",".join(QUANT_ROWS))
     p.add_argument("--repeats", type=int, default=3, help="timed calls per row after the warm-up (best kept)")
     p.add_argument("--tokens", type=int, default=TOKENS, help="forced number of new text tokens")
     p.add_argument("--skip-build", action="store_true", help="do not build or convert checkpoints")
@@ -296,7 +347,22 @@ def main():
     p.add_argument("--class-frameworks", default="mlx-fp32,transformers",
                    help="frameworks for the task class vs SeamlessM4Tv2Model memory section")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
+    p.add_argument("--baseline", default=None,
+                   help="results JSON of an earlier run (same rows and checkpoint): its measurements are "
+                   "reported with this run's, e.g. transformers' seconds for the ratios of frameworks timed now")
     args = p.parse_args()
+    gpu = args.device == "gpu"
+    if args.cache:
+        CACHE = Path(args.cache).resolve()
+        HF = CACHE / "full-hf"
+    if args.frameworks is None:
+        args.frameworks = ",".join(GPU_FRAMEWORKS if gpu else FRAMEWORKS)
+    if args.quant_rows is None:
+        args.quant_rows = "t2tt,s2st-10s" if gpu else ",".join(QUANT_ROWS)
+    if gpu:
+        args.no_blas = True
+        if args.memory is None:
+            args.memory = False
 
     rows = ["t2tt", "s2tt-10s"] if args.quick else (args.rows.split(",") if args.rows else list(ROWS))
     for r in rows:
@@ -307,6 +373,9 @@ def main():
     memory = args.memory if args.memory is not None else not args.quick
     memory = memory or args.memory_only
     frameworks = args.frameworks.split(",")
+    for fw in frameworks:
+        if fw not in FRAMEWORKS + GPU_FRAMEWORKS:
+            raise SystemExit(f"unknown framework {fw!r}; frameworks: {', '.join(dict.fromkeys(FRAMEWORKS + GPU_FRAMEWORKS))}")
     quant_rows = set(args.quant_rows.split(",")) if args.quant_rows else set()
     started = time.time()
     log(f"load average {load_average():.2f} (other work on the machine skews the timings, transformers' most)")
@@ -314,13 +383,51 @@ def main():
     frameworks = [fw for fw in frameworks if fw in folders]
 
     results = {row: {} for row in rows}
+    if args.baseline:
+        earlier = json.loads(Path(args.baseline).read_text())["results"]
+        for row in rows:
+            results[row].update({fw: r for fw, r in earlier.get(row, {}).items() if fw not in frameworks})
     loads = []
+    out = Path(args.out) if args.out else HERE / "results" / f"{datetime.date.today().isoformat()}{'-gpu' if gpu else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_partial():
+        out.write_text(json.dumps({"partial": True, "device": args.device, "results": results}, indent=2))
+
     # framework-major order (default): a framework's files stay in the page cache from one row to
     # the next; row-major: the frameworks of one row run minutes apart, not a quarter of an hour
     if args.order == "rows":
         pairs = [(fw, row) for row in rows for fw in frameworks]
     else:
         pairs = [(fw, row) for fw in frameworks for row in rows]
+    if gpu:  # one process per framework, all its rows: see _worker.py
+        for fw in frameworks:
+            fw_rows = [row for row in rows if fw not in QUANT or row in quant_rows]
+            if not fw_rows:
+                continue
+            spec = {
+                "mode": "task", "device": "gpu",
+                "framework": "transformers" if fw == "transformers" else "mlx",
+                "folder": str(folders[fw]), "rows": fw_rows, "tokens": args.tokens,
+                "repeats": args.repeats, "warmup": True,
+                "profile": not args.no_profile and fw not in QUANT,
+                "step": fw != "transformers", "step_runs": 2,
+                "bandwidth": fw == "mlx-fp32",
+            }
+            log(f"{fw:13s} on the GPU: {', '.join(fw_rows)} ...")
+            t = time.time()
+            r = worker(spec, env=ENV_OF.get(fw), stream_stderr=True)
+            for row in fw_rows:
+                results[row][fw] = r if "error" in r else r.get(row, {"error": "no result"})
+                rr = results[row][fw]
+                if "error" in rr:
+                    log(f"{row:9s} {fw:13s} FAILED: {rr['error']}")
+                else:
+                    log(f"{row:9s} {fw:13s} {rr['seconds']:.3f} s (runs {', '.join(f'{x:.3f}' for x in rr['times'])}), "
+                        f"{rr['new_tokens']} tokens, peak GPU memory {rr.get('peak_device_bytes', 0) / 1e9:.2f} GB")
+            log(f"{fw} done in {time.time() - t:.0f} s")
+            save_partial()
+        pairs = []
     for fw, row in pairs:
         if fw in QUANT and row not in quant_rows:
             continue
@@ -341,9 +448,10 @@ def main():
         }
         log(f"{row:9s} {fw:13s} ({reps} run{'s' if reps > 1 else ''}) ...")
         t = time.time()
-        r = worker(spec)
+        r = worker(spec, env=ENV_OF.get(fw))
         loads.append(load_average())
         results[row][fw] = r
+        save_partial()
         if "error" in r:
             log(f"{row:9s} {fw:13s} FAILED: {r['error']}")
             continue
@@ -352,7 +460,7 @@ def main():
             f"{r['new_tokens']} tokens, peak RSS {r['peak_rss'] / 1e9:.2f} GB, worker {time.time() - t:.0f} s, "
             f"load average {loads[-1]:.2f}"
         )
-    order = {fw: i for i, fw in enumerate(FRAMEWORKS)}
+    order = {fw: i for i, fw in enumerate(dict.fromkeys(FRAMEWORKS + GPU_FRAMEWORKS))}
     results = {row: dict(sorted(fws.items(), key=lambda kv: order.get(kv[0], 99))) for row, fws in results.items()}
 
     blas = {}
@@ -398,8 +506,11 @@ def main():
 
     import importlib.metadata as md
 
+    names = {r.get("device_name") for fws in results.values() for r in fws.values() if r.get("device_name")}
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": args.device,
+        "device_names": sorted(names),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, {platform.platform()}",
         "cpu": _cpu_model(),
@@ -415,16 +526,18 @@ def main():
         "load_average_after_rows": loads,
         "minutes": round((time.time() - started) / 60, 1),
     }
-    out = Path(args.out) if args.out else HERE / "results" / f"{meta['date'][:10]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows}
     out.write_text(json.dumps(raw, indent=2))  # before formatting: a formatting bug loses nothing
-    report = ["## seamless-mlx vs transformers (CPU)", "", fmt_main(results, args.tokens)]
+    title = f"GPU: {', '.join(n for n in sorted(names) if n != 'cpu')}" if gpu else "CPU"
+    report = [f"## seamless-mlx vs transformers ({title})", "", fmt_main(results, args.tokens, gpu)]
     if any(r.get("profile") for fws in results.values() for r in fws.values()):
         report += ["", "### Where the time goes (one call, phases)", "", fmt_profile(results)]
-    step = fmt_step(results)
+    step = fmt_step(results, gpu)
     if step:
         report += ["", "### MLX decode step vs the memory-bandwidth floor (T2TT)", "", step]
+    if gpu:
+        report += ["", "mlx-fp32: `MLX_ENABLE_TF32=0` (full float32 products, like torch's default); mlx-tf32: MLX's "
+                   "default on CUDA (TF32 products). transformers: float32, torch's defaults."]
     if blas:
         report += ["", "### MLX T2TT by BLAS library", "", fmt_blas(blas)]
     if enc_rows:
