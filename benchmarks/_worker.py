@@ -336,13 +336,7 @@ def bandwidth_probes(mx=None):
             return mx.concatenate(outs, axis=1)
 
         for name, fn in (("bandwidth_matvec_Bps", lambda: x @ w.T), ("bandwidth_matvec_split_Bps", split)):
-            mx.eval(fn())
-            best = float("inf")
-            for _ in range(5):
-                t = time.perf_counter()
-                mx.eval(fn())
-                best = min(best, time.perf_counter() - t)
-            res[name] = w.nbytes / best
+            res[name] = w.nbytes / _best_eval_s(mx, fn)
         del w, x
     a = np.ones(1 << 28, dtype=np.float32)
     b = np.empty_like(a)
@@ -363,18 +357,20 @@ def gpu_bandwidth_probes(mx):
     w = mx.random.normal((1 << 14, 1 << 14))
     x = mx.random.normal((1, 1 << 14))
     mx.eval(w, x)
-    for name, fn, nbytes in (
-        ("bandwidth_matvec_Bps", lambda: x @ w.T, w.nbytes),
-        ("bandwidth_copy_Bps", lambda: w + 1.0, 2 * w.nbytes),
-    ):
-        mx.eval(fn())
-        best = float("inf")
-        for _ in range(5):
-            t = time.perf_counter()
-            mx.eval(fn())
-            best = min(best, time.perf_counter() - t)
-        res[name] = nbytes / best
+    res["bandwidth_matvec_Bps"] = w.nbytes / _best_eval_s(mx, lambda: x @ w.T)
+    res["bandwidth_copy_Bps"] = 2 * w.nbytes / _best_eval_s(mx, lambda: w + 1.0)
     return res
+
+
+def _best_eval_s(mx, fn, runs: int = 5) -> float:
+    """Best wall time of ``mx.eval(fn())`` over ``runs`` calls after one warm-up."""
+    mx.eval(fn())
+    best = float("inf")
+    for _ in range(runs):
+        t = time.perf_counter()
+        mx.eval(fn())
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def mlx_encoder(spec):

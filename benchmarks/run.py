@@ -239,18 +239,29 @@ def fmt_step(results, gpu=False):
         "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms, 1 core | floor ms, all cores | step / floor (all cores) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for fw in ("mlx-fp32", "mlx-q8", "mlx-q4"):
+
+    def floors(r, b, b_nokv):
+        return f"{b / bw1 * 1e3:.0f} ({b_nokv / bw1 * 1e3:.0f}) | " + (
+            f"{b / bw2 * 1e3:.0f} ({b_nokv / bw2 * 1e3:.0f}) | {r['step_s'] / (b / bw2):.2f}x ({r['step_s'] / (b_nokv / bw2):.2f}x) |"
+            if bw2 else "- | - |")
+
+    return "\n".join(lines + _step_rows(t2, ("mlx-fp32", "mlx-q8", "mlx-q4"), ".0f", floors))
+
+
+def _step_rows(t2, frameworks, ms, floors):
+    """Decode-step table rows: step, its split, bytes read, then ``floors(result, bytes, bytes
+    without the cross K/V)``'s cells; ``ms`` formats milliseconds."""
+    rows = []
+    for fw in frameworks:
         r = t2.get(fw, {})
         if "step_s" not in r:
             continue
         b, b_nokv = r["step_bytes"], r["step_bytes_no_cross_kv"]
-        lines.append(
-            f"| {fw} | {r['step_s'] * 1e3:.0f} | {r['step_layers_s'] * 1e3:.0f} + {r['step_lm_head_s'] * 1e3:.0f} | "
-            f"{b / 1e9:.2f} GB ({b_nokv / 1e9:.2f}) | {b / bw1 * 1e3:.0f} ({b_nokv / bw1 * 1e3:.0f}) | "
-            + (f"{b / bw2 * 1e3:.0f} ({b_nokv / bw2 * 1e3:.0f}) | {r['step_s'] / (b / bw2):.2f}x ({r['step_s'] / (b_nokv / bw2):.2f}x) |"
-               if bw2 else "- | - |")
+        rows.append(
+            f"| {fw} | {r['step_s'] * 1e3:{ms}} | {r['step_layers_s'] * 1e3:{ms}} + {r['step_lm_head_s'] * 1e3:{ms}} | "
+            f"{b / 1e9:.2f} GB ({b_nokv / 1e9:.2f}) | " + floors(r, b, b_nokv)
         )
-    return "\n".join(lines)
+    return rows
 
 
 def fmt_step_gpu(t2, bw, copy_bw):
@@ -262,17 +273,11 @@ def fmt_step_gpu(t2, bw, copy_bw):
         "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms | step / floor |",
         "|---|---|---|---|---|---|",
     ]
-    for fw in ("mlx-fp32", "mlx-tf32", "mlx-q8", "mlx-q4"):
-        r = t2.get(fw, {})
-        if "step_s" not in r:
-            continue
-        b, b_nokv = r["step_bytes"], r["step_bytes_no_cross_kv"]
-        lines.append(
-            f"| {fw} | {r['step_s'] * 1e3:.1f} | {r['step_layers_s'] * 1e3:.1f} + {r['step_lm_head_s'] * 1e3:.1f} | "
-            f"{b / 1e9:.2f} GB ({b_nokv / 1e9:.2f}) | {b / bw * 1e3:.2f} ({b_nokv / bw * 1e3:.2f}) | "
-            f"{r['step_s'] / (b / bw):.1f}x ({r['step_s'] / (b_nokv / bw):.1f}x) |"
-        )
-    return "\n".join(lines)
+
+    def floors(r, b, b_nokv):
+        return f"{b / bw * 1e3:.2f} ({b_nokv / bw * 1e3:.2f}) | {r['step_s'] / (b / bw):.1f}x ({r['step_s'] / (b_nokv / bw):.1f}x) |"
+
+    return "\n".join(lines + _step_rows(t2, ("mlx-fp32", "mlx-tf32", "mlx-q8", "mlx-q4"), ".1f", floors))
 
 
 def fmt_blas(blas):
