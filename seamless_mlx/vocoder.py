@@ -107,7 +107,10 @@ class HifiGan(nn.Module):
             blocks = self.resblocks[i * n : (i + 1) * n]
             acc = blocks[0](x)
             for block in blocks[1:]:
-                acc = acc + block(x)
+                # one block after the other: left to interleave the independent blocks, MLX keeps
+                # all their intermediates alive at once, and on the CPU the vocoder ran 10-20 %
+                # slower (v2-large shapes, 4.8 s of speech: 0.89-1.12 -> 0.81-0.91 s)
+                acc = acc + block(mx.depends(x, acc))
             x = acc / n
         # transformers calls leaky_relu here without a slope: torch's default 0.01
         x = self.conv_post(nn.leaky_relu(x, 0.01))
