@@ -108,8 +108,9 @@ class HifiGan(nn.Module):
             acc = blocks[0](x)
             for block in blocks[1:]:
                 # one block after the other: left to interleave the independent blocks, MLX keeps
-                # all their intermediates alive at once, and on the CPU the vocoder ran 10-20 %
-                # slower (v2-large shapes, 4.8 s of speech: 0.89-1.12 -> 0.81-0.91 s)
+                # all their intermediates alive at once, and on the CPU the vocoder ran 15-19 %
+                # slower (v2-large shapes, 4.8 s of speech, alternating processes: 1.08-1.44 ->
+                # 0.92-1.17 s)
                 acc = acc + block(mx.depends(x, acc))
             x = acc / n
         # transformers calls leaky_relu here without a slope: torch's default 0.01
