@@ -15,9 +15,9 @@ result).  Modes (``spec["mode"]``):
 
 ``spec["device"] == "gpu"`` runs on the GPU (MLX's default device with ``mlx[cuda]``, torch's
 ``cuda``), with a device synchronisation closing every timed call and the peak GPU memory instead
-of the peak RSS that matters; ``spec["rows"]`` (a list) runs several rows in one process, one
-after the other, and prints ``{row: result}``: on a GPU each process would otherwise pay its start,
-CUDA context and kernel compilation again.
+of the peak RSS that matters; ``spec["rows"]`` (a list of task specs, one per row) runs several
+rows in one process, one after the other, and prints ``{row: result}``: on a GPU each process would
+otherwise pay its start, CUDA context and kernel compilation again.
 """
 
 from __future__ import annotations
@@ -545,6 +545,7 @@ def main():
     spec = json.loads(sys.argv[1])
     sys.path.insert(0, str(ROOT))
     mode, fw = spec["mode"], spec.get("framework", "mlx")
+    task = mlx_task if fw == "mlx" else hf_task
     if mode == "bandwidth":
         res = bandwidth_probes(_mlx_import()[1])
     elif mode == "encoder":
@@ -553,9 +554,10 @@ def main():
         import gc
 
         res = {}
-        for row in spec["rows"]:
+        for row_spec in spec["rows"]:
+            row = row_spec["row"]
             try:
-                res[row] = (mlx_task if fw == "mlx" else hf_task)({**spec, "row": row})
+                res[row] = task(row_spec)
             except Exception as e:  # one failed row must not lose the others
                 res[row] = {"error": f"{type(e).__name__}: {e}"}
             gc.collect()
@@ -566,7 +568,7 @@ def main():
             print(json.dumps({"row_done": row, **{k: v for k, v in res[row].items() if k in ("seconds", "error")}}),
                   file=sys.stderr, flush=True)
     elif mode == "task":
-        res = (mlx_task if fw == "mlx" else hf_task)(spec)
+        res = task(spec)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     print(json.dumps(res), flush=True)

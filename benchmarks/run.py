@@ -399,47 +399,20 @@ def main():
     def save_partial():
         out.write_text(json.dumps({"partial": True, "device": args.device, "results": results}, indent=2))
 
-    # framework-major order (default): a framework's files stay in the page cache from one row to
-    # the next; row-major: the frameworks of one row run minutes apart, not a quarter of an hour
-    if args.order == "rows":
-        pairs = [(fw, row) for row in rows for fw in frameworks]
-    else:
-        pairs = [(fw, row) for fw in frameworks for row in rows]
-    if gpu:  # one process per framework, all its rows: see _worker.py
-        for fw in frameworks:
-            fw_rows = [row for row in rows if fw not in QUANT or row in quant_rows]
-            if not fw_rows:
-                continue
-            spec = {
-                "mode": "task", "device": "gpu",
-                "framework": "transformers" if fw == "transformers" else "mlx",
-                "folder": str(folders[fw]), "rows": fw_rows, "tokens": args.tokens,
-                "repeats": args.repeats, "warmup": True,
-                "profile": not args.no_profile and fw not in QUANT,
-                "step": fw != "transformers", "step_runs": 2,
-                "bandwidth": fw == "mlx-fp32",
-            }
-            log(f"{fw:13s} on the GPU: {', '.join(fw_rows)} ...")
-            t = time.time()
-            r = worker(spec, env=ENV_OF.get(fw), stream_stderr=True)
-            for row in fw_rows:
-                results[row][fw] = r if "error" in r else r.get(row, {"error": "no result"})
-                rr = results[row][fw]
-                if "error" in rr:
-                    log(f"{row:9s} {fw:13s} FAILED: {rr['error']}")
-                else:
-                    log(f"{row:9s} {fw:13s} {rr['seconds']:.3f} s (runs {', '.join(f'{x:.3f}' for x in rr['times'])}), "
-                        f"{rr['new_tokens']} tokens, peak GPU memory {rr.get('peak_device_bytes', 0) / 1e9:.2f} GB")
-            log(f"{fw} done in {time.time() - t:.0f} s")
-            save_partial()
-        pairs = []
-    for fw, row in pairs:
-        if fw in QUANT and row not in quant_rows:
-            continue
-        reps, warm = QUANT_REPEATS if fw in QUANT else REPEATS.get(row, (args.repeats, True))
-        reps = min(reps, args.repeats)
-        spec = {
+    def timed(fw, row):
+        return fw not in QUANT or row in quant_rows
+
+    def task_spec(fw, row):
+        """The worker spec of one framework x row (on a GPU: every row ``--repeats`` calls after a
+        full warm-up call)."""
+        if gpu:
+            reps, warm = args.repeats, True
+        else:
+            reps, warm = QUANT_REPEATS if fw in QUANT else REPEATS.get(row, (args.repeats, True))
+            reps = min(reps, args.repeats)
+        return {
             "mode": "task",
+            "device": args.device,
             "framework": "transformers" if fw == "transformers" else "mlx",
             "folder": str(folders[fw]),
             "row": row,
@@ -448,23 +421,55 @@ def main():
             "warmup": warm,
             "profile": not args.no_profile and fw not in QUANT,
             "step": row == "t2tt" and fw != "transformers",
-            "step_runs": 1 if fw in QUANT else 2,
+            "step_runs": 2 if gpu or fw not in QUANT else 1,
             "bandwidth": row == "t2tt" and fw == "mlx-fp32",
         }
-        log(f"{row:9s} {fw:13s} ({reps} run{'s' if reps > 1 else ''}) ...")
-        t = time.time()
-        r = worker(spec, env=ENV_OF.get(fw))
-        loads.append(load_average())
-        results[row][fw] = r
-        save_partial()
+
+    def log_result(fw, row, r, digits, tail):
+        """Log one row's result; False when it failed."""
         if "error" in r:
             log(f"{row:9s} {fw:13s} FAILED: {r['error']}")
-            continue
-        log(
-            f"{row:9s} {fw:13s} {r['seconds']:.2f} s (runs {', '.join(f'{x:.2f}' for x in r['times'])}), "
-            f"{r['new_tokens']} tokens, peak RSS {r['peak_rss'] / 1e9:.2f} GB, worker {time.time() - t:.0f} s, "
-            f"load average {loads[-1]:.2f}"
-        )
+            return False
+        log(f"{row:9s} {fw:13s} {r['seconds']:.{digits}f} s (runs {', '.join(f'{x:.{digits}f}' for x in r['times'])}), "
+            f"{r['new_tokens']} tokens, {tail(r)}")
+        return True
+
+    if gpu:  # one process per framework, all its rows: see _worker.py
+        for fw in frameworks:
+            specs = [task_spec(fw, row) for row in rows if timed(fw, row)]
+            if not specs:
+                continue
+            log(f"{fw:13s} on the GPU: {', '.join(sp['row'] for sp in specs)} ...")
+            t = time.time()
+            r = worker({"mode": "task", "device": "gpu", "framework": specs[0]["framework"], "rows": specs},
+                       env=ENV_OF.get(fw), stream_stderr=True)
+            for sp in specs:
+                row = sp["row"]
+                results[row][fw] = r if "error" in r else r.get(row, {"error": "no result"})
+                log_result(fw, row, results[row][fw], 3,
+                           lambda rr: f"peak GPU memory {rr.get('peak_device_bytes', 0) / 1e9:.2f} GB")
+            log(f"{fw} done in {time.time() - t:.0f} s")
+            save_partial()
+    else:
+        # framework-major order (default): a framework's files stay in the page cache from one row to
+        # the next; row-major: the frameworks of one row run minutes apart, not a quarter of an hour
+        if args.order == "rows":
+            pairs = [(fw, row) for row in rows for fw in frameworks]
+        else:
+            pairs = [(fw, row) for fw in frameworks for row in rows]
+        for fw, row in pairs:
+            if not timed(fw, row):
+                continue
+            spec = task_spec(fw, row)
+            reps = spec["repeats"]
+            log(f"{row:9s} {fw:13s} ({reps} run{'s' if reps > 1 else ''}) ...")
+            t = time.time()
+            r = worker(spec, env=ENV_OF.get(fw))
+            loads.append(load_average())
+            results[row][fw] = r
+            save_partial()
+            log_result(fw, row, r, 2, lambda rr: f"peak RSS {rr['peak_rss'] / 1e9:.2f} GB, worker "
+                       f"{time.time() - t:.0f} s, load average {loads[-1]:.2f}")
     order = {fw: i for i, fw in enumerate(dict.fromkeys(FRAMEWORKS + GPU_FRAMEWORKS))}
     results = {row: dict(sorted(fws.items(), key=lambda kv: order.get(kv[0], 99))) for row, fws in results.items()}
 

@@ -14,7 +14,7 @@ import torch
 
 import seamless_mlx as sm
 from seamless_mlx import conv, layers
-from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+from test_speech_output import _audio, _check, _speech_inputs
 
 
 @pytest.fixture
@@ -26,16 +26,6 @@ def generic(monkeypatch):
 @pytest.fixture(scope="module")
 def model(tiny_checkpoint):
     return sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint)
-
-
-def _audio(seed, seconds):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(16000 * seconds)) / 16000
-    return (0.3 * np.sin(2 * np.pi * (170 + 40 * seed) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def _rel(a, b):
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
 
 def test_the_switch_turns_every_cpu_route_off(generic):
@@ -51,20 +41,11 @@ def test_s2st_batch_matches_transformers_on_the_generic_routes(generic, model, t
     """Speech encoder (sdpa with the relative-position bias), text decoder, T2U, and the vocoder on
     MLX's native dilated and transposed convolutions."""
     hf, _ = tiny_hf
-    f = SeamlessM4TFeatureExtractor()([_audio(0, 1.2), _audio(1, 0.7)], sampling_rate=16000, return_tensors="np")
+    hf_in, ours_in = _speech_inputs([_audio(0, 1.2), _audio(1, 0.7)])
     kw = dict(tgt_lang="fra", speaker_id=1, return_intermediate_token_ids=True, max_new_tokens=10)
     with torch.inference_mode():
-        ref = hf.generate(
-            input_features=torch.tensor(f["input_features"]), attention_mask=torch.tensor(f["attention_mask"]), **kw
-        )
-    ours = model.generate(input_features=mx.array(f["input_features"]), attention_mask=mx.array(f["attention_mask"]), **kw)
-    assert ours.sequences.tolist() == ref.sequences.tolist()
-    assert ours.unit_sequences.tolist() == ref.unit_sequences.tolist()
-    lens = np.atleast_1d(ref.waveform_lengths.numpy()).tolist()
-    assert np.array(ours.waveform_lengths).tolist() == lens
-    w, r = np.array(ours.waveform), ref.waveform.numpy()
-    for i, n in enumerate(lens):
-        assert _rel(w[i, :n], r[i, :n]) < 1e-4
+        ref = hf.generate(**hf_in, **kw)
+    _check(model.generate(**ours_in, **kw), ref)
 
 
 def test_t2tt_beam_search_matches_transformers_on_the_generic_routes(generic, model, tiny_hf):
@@ -81,12 +62,12 @@ def test_t2tt_beam_search_matches_transformers_on_the_generic_routes(generic, mo
 
 def test_generic_and_cpu_routes_give_the_same_hidden_states(monkeypatch, model):
     """Encoder outputs of both route sets, for text and a speech batch with padding."""
-    f = SeamlessM4TFeatureExtractor()([_audio(2, 1.5), _audio(3, 0.5)], sampling_rate=16000, return_tensors="np")
+    _, speech_in = _speech_inputs([_audio(2, 1.5), _audio(3, 0.5)])
     ids = mx.array(np.random.default_rng(0).integers(4, 200, size=(2, 9)))
     outs = {}
     for generic_routes in (False, True):
         monkeypatch.setattr(layers, "GENERIC_ROUTES", generic_routes)
-        speech, _ = model.encode_speech(mx.array(f["input_features"]), mx.array(f["attention_mask"]))
+        speech, _ = model.encode_speech(speech_in["input_features"], speech_in["attention_mask"])
         text = model.text_encoder(ids, model.shared)
         mx.eval(speech, text)
         outs[generic_routes] = (np.array(speech), np.array(text))
@@ -98,8 +79,8 @@ def test_layer_by_layer_evaluation_gives_the_same_encoder_output(generic, monkey
     """Long inputs off the CPU evaluate each conformer layer before the next (bounded GPU memory)."""
     from seamless_mlx import speech_encoder
 
-    f = SeamlessM4TFeatureExtractor()([_audio(4, 1.3), _audio(5, 0.8)], sampling_rate=16000, return_tensors="np")
-    args = (mx.array(f["input_features"]), mx.array(f["attention_mask"]))
+    _, speech_in = _speech_inputs([_audio(4, 1.3), _audio(5, 0.8)])
+    args = (speech_in["input_features"], speech_in["attention_mask"])
     whole, _ = model.encode_speech(*args)
     mx.eval(whole)
     calls = []
