@@ -188,7 +188,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.fc1 = Linear(dims, ffn_dim)
         self.fc2 = Linear(ffn_dim, dims)
-        self.act = ACTIVATIONS[activation]
+        self.act = get_activation(activation)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.fc2(self.act(self.fc1(x)))
@@ -426,12 +426,42 @@ class LayerNorm(nn.LayerNorm):
         return super().__call__(x)
 
 
+def _laplace(x: mx.array) -> mx.array:
+    # transformers' LaplaceActivation: the normal CDF around mu = 0.707107, sigma = 0.282095
+    return 0.5 * (1.0 + mx.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0))))
+
+
+# Every parameter-free activation a transformers config may name (``ACT2FN``'s keys); the
+# learnable ones (``prelu``, ``xielu``) carry weights SeamlessM4T-v2 never has.
 ACTIVATIONS = {
     "relu": nn.relu,
+    "relu2": lambda x: mx.square(nn.relu(x)),
+    "relu6": nn.relu6,
+    "leaky_relu": nn.leaky_relu,  # slope 0.01, as torch's default
     "gelu": nn.gelu,
+    "gelu_python": nn.gelu,
+    "gelu_10": lambda x: mx.clip(nn.gelu(x), -10.0, 10.0),
+    "gelu_new": nn.gelu_approx,  # the tanh approximation, under its several names
+    "gelu_pytorch_tanh": nn.gelu_approx,
+    "gelu_accurate": nn.gelu_approx,
+    "gelu_fast": nn.gelu_approx,
+    "quick_gelu": lambda x: x * sigmoid(1.702 * x),
+    "laplace": _laplace,
+    "mish": nn.mish,
     "swish": silu,
     "silu": silu,
+    "sigmoid": sigmoid,
+    "tanh": mx.tanh,
+    "linear": lambda x: x,
 }
+
+
+def get_activation(name: str):
+    """The activation function a config names, or a ``ValueError`` listing the known names."""
+    fn = ACTIVATIONS.get(name)
+    if fn is None:
+        raise ValueError(f"unsupported activation {name!r} in the model config; supported: {', '.join(sorted(ACTIVATIONS))}")
+    return fn
 
 
 class EncoderLayer(nn.Module):

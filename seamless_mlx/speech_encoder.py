@@ -20,7 +20,7 @@ import mlx.nn as nn
 from .config import ModelConfig
 from .conv import Conv1d
 from .layers import (
-    ACTIVATIONS,
+    get_activation,
     CPU_CORES,
     LayerNorm,
     Linear,
@@ -111,7 +111,7 @@ class ConformerFeedForward(nn.Module):
         super().__init__()
         self.intermediate_dense = Linear(config.hidden_size, config.speech_encoder_intermediate_size)
         self.output_dense = Linear(config.speech_encoder_intermediate_size, config.hidden_size)
-        self.act = ACTIVATIONS[activation or config.speech_encoder_hidden_act]
+        self.act = get_activation(activation or config.speech_encoder_hidden_act)
 
     def __call__(self, x: mx.array) -> mx.array:
         rows = x.size // x.shape[-1]
@@ -252,7 +252,7 @@ class ConformerConvolution(nn.Module):
         self.pointwise_conv1 = Linear(dims, 2 * dims, bias=False)
         self.depthwise_conv = CausalDepthwiseConv1d(dims, config.conv_depthwise_kernel_size)
         self.depthwise_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
-        self.act = ACTIVATIONS[config.speech_encoder_hidden_act]
+        self.act = get_activation(config.speech_encoder_hidden_act)
         self.pointwise_conv2 = Linear(dims, dims, bias=False)
 
     def __call__(self, x: mx.array, valid: Optional[mx.array] = None) -> mx.array:

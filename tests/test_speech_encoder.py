@@ -38,6 +38,8 @@ VARIANTS = {
     "two_adapter_layers": {"num_adapter_layers": 2},
     "kernel8_stride8": {"adaptor_kernel_size": 8, "adaptor_stride": 8},
     "unlimited_left_chunks": {"speech_encoder_left_chunk_num": -1},
+    # another activation (FFNs and the conv module), and no relative position scores at all
+    "quick_gelu_no_positions": {"speech_encoder_hidden_act": "quick_gelu", "position_embeddings_type": None},
 }
 # (single length, batch lengths) per variant: several chunks, distances past both clips
 LENGTHS = {
@@ -45,6 +47,7 @@ LENGTHS = {
     "two_adapter_layers": (44, [50, 23]),
     "kernel8_stride8": (70, [70, 45]),
     "unlimited_left_chunks": (40, [40, 27]),
+    "quick_gelu_no_positions": (47, [50, 31]),
 }
 
 _CACHE = {}
@@ -238,3 +241,19 @@ def test_sanitize_converts_conv_layouts():
     assert out["encoder.layers.0.conv_module.depthwise_conv.weight"].shape == (D, K, 1)
     assert out["adapter.layers.0.residual_conv.weight"].shape == (2 * D, cfg.adaptor_kernel_size, D)
     assert set(out) == set(sd)
+
+
+def test_every_activation_a_config_can_name_matches_transformers():
+    from transformers.activations import ACT2FN
+
+    from seamless_mlx.layers import ACTIVATIONS
+
+    x = np.linspace(-12, 12, 4001).astype(np.float32)
+    for name, fn in ACTIVATIONS.items():
+        np.testing.assert_allclose(np.array(fn(mx.array(x))), ACT2FN[name](torch.tensor(x)).numpy(), atol=2e-6, err_msg=name)
+
+
+def test_unknown_activation_is_refused_with_the_supported_names():
+    cfg = ModelConfig.from_dict({**TINY, "vocab_size": 64, "speech_encoder_hidden_act": "prelu"})
+    with pytest.raises(ValueError, match="unsupported activation 'prelu'.*quick_gelu"):
+        SpeechEncoder(cfg)
