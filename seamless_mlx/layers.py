@@ -191,7 +191,7 @@ class FeedForward(nn.Module):
         self.act = get_activation(activation)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(linear_act(x, self.fc1, self.act))
 
 
 # --------------------------------------------------------------------------- CPU transcendentals
@@ -353,15 +353,60 @@ def glu_halves(a: mx.array, b: mx.array) -> mx.array:
     return _by_rows(_glu_cpu, a, b) if _fast_cpu(a) else a * mx.sigmoid(b)
 
 
+# MKL's GEMM with many rows slows down as the product widens: [500, 1024] x [1024, N] ran at ~108
+# GFLOP/s for N <= 1024 but 88 at N = 2048 and 80 at N = 4096 here.  So on the CPU a wide product
+# with many rows is made in column blocks, each put through its activation as it comes (a block of
+# [500, 512] stays in cache for it): a conformer feed-forward at 10 s of audio 96-131 -> 83-100 ms.
+COLUMN_BLOCK = 512
+WIDE_PRODUCT_COLUMNS = 1024  # wider than this (and more than TRANSPOSED_PRODUCT_MAX_ROWS rows): blocks
+
+
+def _column_blocks(x: mx.array, weight: mx.array, columns: int) -> int:
+    """Block width for the first ``columns`` outputs of ``x @ weight.T`` (0: one product)."""
+    rows = x.size // x.shape[-1] if x.shape[-1] else 0
+    if (
+        not _fast_cpu(x)
+        or weight.dtype != mx.float32
+        or columns <= WIDE_PRODUCT_COLUMNS
+        or rows <= TRANSPOSED_PRODUCT_MAX_ROWS
+        or not COLUMN_BLOCK
+    ):
+        return 0
+    return COLUMN_BLOCK
+
+
+def linear_act(x: mx.array, layer: nn.Module, act) -> mx.array:
+    """``act(layer(x))``; a wide float :class:`Linear` with many rows goes in column blocks on the CPU."""
+    weight = layer.get("weight")
+    block = _column_blocks(x, weight, weight.shape[0]) if type(layer) is Linear else 0
+    if not block:
+        return act(layer(x))
+    bias = layer.get("bias")
+    return mx.concatenate(
+        [
+            act(linear(x, weight[a : a + block], None if bias is None else bias[a : a + block]))
+            for a in range(0, weight.shape[0], block)
+        ],
+        axis=-1,
+    )
+
+
 def linear_glu(x: mx.array, layer: nn.Module) -> mx.array:
     """``glu(layer(x))`` for a bias-free linear ``layer`` with ``2 * n`` outputs.  For a float weight
-    on the CPU the two halves are two products of ``n`` outputs each: contiguous halves for the GLU
-    kernels, and MKL runs [500, 1024] x [1024, 1024] faster than the [1024, 2048] one (a conformer
-    layer's pointwise conv + GLU at 10 s of audio: 23-28 -> 19 ms)."""
+    on the CPU the two halves are separate products: contiguous halves for the GLU kernels, and MKL
+    runs [500, 1024] x [1024, 1024] faster than the [1024, 2048] one (a conformer layer's pointwise
+    conv + GLU at 10 s of audio: 23-28 -> 19 ms); with many rows, in column blocks (see above)."""
     weight = layer.get("weight")
     if type(layer) is Linear and "bias" not in layer and _fast_cpu(x) and weight.dtype == mx.float32:
         n = weight.shape[0] // 2
-        return glu_halves(linear(x, weight[:n]), linear(x, weight[n:]))
+        block = _column_blocks(x, weight, 2 * n) or n
+        if block >= n:
+            return glu_halves(linear(x, weight[:n]), linear(x, weight[n:]))
+        parts = [
+            glu_halves(linear(x, weight[a : min(a + block, n)]), linear(x, weight[n + a : n + min(a + block, n)]))
+            for a in range(0, n, block)
+        ]
+        return mx.concatenate(parts, axis=-1)
     return glu(layer(x), axis=-1)
 
 

@@ -29,6 +29,7 @@ from .layers import (
     glu,
     head_groups,
     lengths_to_mask,
+    linear_act,
     linear_glu,
     over_streams,
     parallel_over_heads,
@@ -117,13 +118,13 @@ class ConformerFeedForward(nn.Module):
         rows = x.size // x.shape[-1]
         width = self.intermediate_dense.weight.shape[0]
         if not cpu_routes() or rows * width * x.dtype.size <= FFN_BLOCK_BYTES:
-            return self.output_dense(self.act(self.intermediate_dense(x)))
+            return self.output_dense(linear_act(x, self.intermediate_dense, self.act))
         # Long inputs on the CPU: row blocks, so the [rows, intermediate] activations stay small
         # enough for the allocators to reuse (see ConformerSelfAttention: fresh pages otherwise).
         block = max(1, FFN_BLOCK_BYTES // (width * x.dtype.size * x.shape[0]))
         T = x.shape[1]
         return mx.concatenate(
-            [self.output_dense(self.act(self.intermediate_dense(x[:, a : a + block]))) for a in range(0, T, block)],
+            [self.output_dense(linear_act(x[:, a : a + block], self.intermediate_dense, self.act)) for a in range(0, T, block)],
             axis=1,
         )
 

@@ -170,6 +170,24 @@ def test_linear_glu_equals_glu_of_the_whole_product():
     np.testing.assert_array_equal(np.array(layers.linear_glu(x, q)), np.array(layers.glu(q(x), axis=-1)))
 
 
+def test_wide_products_in_column_blocks_equal_the_whole(monkeypatch):
+    # thresholds scaled down: 24 rows count as many, 16 outputs as wide, blocks of 6 (the last short)
+    monkeypatch.setattr(layers, "TRANSPOSED_PRODUCT_MAX_ROWS", 8)
+    monkeypatch.setattr(layers, "WIDE_PRODUCT_COLUMNS", 16)
+    monkeypatch.setattr(layers, "COLUMN_BLOCK", 6)
+    x = mx.random.normal((2, 12, 32), key=mx.random.key(10))
+    lin = layers.Linear(32, 40)
+    assert layers._column_blocks(x, lin.weight, 40) == 6 or mx.default_device() != mx.cpu
+    for act in (layers.silu, nn.relu):
+        np.testing.assert_allclose(np.array(layers.linear_act(x, lin, act)), np.array(act(x @ lin.weight.T + lin.bias)), atol=1e-5)
+    glu_lin = layers.Linear(32, 40, bias=False)  # halves of 20: blocks of 6, 6, 6, 2
+    np.testing.assert_allclose(np.array(layers.linear_glu(x, glu_lin)), np.array(nn.glu(x @ glu_lin.weight.T)), atol=1e-5)
+    assert layers._column_blocks(x[:, :4], lin.weight, 40) == 0  # few rows: one product
+    ffn = layers.FeedForward(32, 40)
+    plain = nn.relu(x @ ffn.fc1.weight.T + ffn.fc1.bias) @ ffn.fc2.weight.T + ffn.fc2.bias
+    np.testing.assert_allclose(np.array(ffn(x)), np.array(plain), atol=1e-5)
+
+
 def test_large_element_wise_passes_split_over_streams_give_the_same_values():
     x = mx.random.normal((2, 700, 1024), key=mx.random.key(4)) * 6  # above ELEMENTWISE_SPLIT_MIN
     assert x.size >= layers.ELEMENTWISE_SPLIT_MIN
@@ -221,5 +239,11 @@ def test_attention_and_feed_forward_blocks_equal_the_whole(monkeypatch):
     # feed-forwards in row blocks too
     monkeypatch.setattr(speech_encoder, "ATTENTION_BLOCK_BYTES", 2 * 40 * 4 * 7)
     monkeypatch.setattr(speech_encoder, "FFN_BLOCK_BYTES", 2 * cfg.speech_encoder_intermediate_size * 4 * 9)
+    out, _ = enc(x, mask)
+    np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-5)
+    # and the wide products (feed-forward, pointwise conv) in column blocks inside those row blocks
+    monkeypatch.setattr(layers, "TRANSPOSED_PRODUCT_MAX_ROWS", 4)
+    monkeypatch.setattr(layers, "WIDE_PRODUCT_COLUMNS", 16)
+    monkeypatch.setattr(layers, "COLUMN_BLOCK", 24)
     out, _ = enc(x, mask)
     np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-5)
