@@ -20,12 +20,12 @@ import mlx.nn as nn
 from .config import ModelConfig
 from .conv import Conv1d
 from .layers import (
-    get_activation,
     CPU_CORES,
     LayerNorm,
     Linear,
     attention,
     cpu_routes,
+    get_activation,
     glu,
     head_groups,
     lengths_to_mask,
