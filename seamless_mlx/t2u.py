@@ -28,6 +28,7 @@ from .layers import (
     LayerNorm,
     Linear,
     SinusoidalPositions,
+    get_activation,
     lengths_to_mask,
     padding_bias,
     repeat_by_durations,
@@ -143,13 +144,13 @@ class T2UDecoderLayer(nn.Module):
         self.conv1 = Conv1d(d, d, 7, padding="same")
         self.conv2 = Conv1d(d, d, 7, padding="same")
         self.conv_layer_norm = LayerNorm(d)
-        self.activation = activation
+        self.act = get_activation(activation)
 
     def __call__(self, x, bias, keep):
         x = self.self_attn_layer_norm(x + self.self_attn(x, bias))
         h = self.conv1(mx.where(keep, x, 0.0))
         h = mx.where(keep, h, 0.0)
-        h = self.conv2(nn.relu(h) if self.activation == "relu" else nn.gelu(h))
+        h = self.conv2(self.act(h))
         return self.conv_layer_norm(x + h)
 
 

@@ -97,3 +97,24 @@ def test_speech_output_matches_transformers(pair, source):
     with torch.no_grad():
         ref = hf.generate(**hf_in, **kw)
     _check(model.generate(**ours_in, **kw), ref)
+
+
+def test_t2u_logits_match_transformers(pair):
+    """The T2U model alone on the same decoder states and characters: its logits, not just the
+    argmax units (a unit sequence can survive a small difference in the hidden states)."""
+    hf, _, model, cfg = pair
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((2, 5, cfg["hidden_size"])).astype(np.float32)
+    counts = np.array([[1, 3, 2, 1, 2], [2, 1, 1, 0, 0]])
+    chars = rng.integers(2, 30, (2, int(counts.sum(axis=1).max())))
+    mask = (counts > 0).astype(np.int64)
+    with torch.no_grad():
+        ref = hf.t2u_model(
+            inputs_embeds=torch.tensor(states), char_input_ids=torch.tensor(chars),
+            char_count_per_id=torch.tensor(counts), attention_mask=torch.tensor(mask),
+        )
+    logits, padding_mask = model.t2u_model(mx.array(states), mx.array(chars), mx.array(counts), mx.array(mask))
+    keep = ref.padding_mask.numpy().astype(bool)
+    assert np.array(padding_mask).astype(bool).tolist() == keep.tolist()
+    # (transformers returns the logits as `last_hidden_state`)
+    np.testing.assert_allclose(np.array(logits)[keep], ref.last_hidden_state.numpy()[keep], atol=1e-4)
