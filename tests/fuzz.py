@@ -5,10 +5,12 @@
 
 Each seed builds a random-weight checkpoint with a config drawn from the ranges below (heads, layer
 counts, adaptor kernel/stride/layers or none, chunking, position clipping or none, activations,
-embedding scale, T2U and vocoder shapes, speakers), then compares greedy and beam text, units and
-waveforms with transformers, batched.  ``tests/test_configs.py`` keeps two such configs in the
+embedding scale, T2U and vocoder shapes, speakers), then compares with transformers the text and
+speech encoders' outputs and the T2U logits (atol 1e-4, scaled by the largest value), and greedy
+and beam text, units and waveforms, batched.  ``tests/test_configs.py`` keeps two such configs in the
 suite; run this after touching the model code (17 configs and 40 generation settings found no
-mismatch on 2026-11-27).
+mismatch on 2026-11-27 once the T2U activation was fixed; with the old ReLU-or-GELU T2U
+and gelu_new, the state comparison flags it while every token and unit still matches).
 """
 
 from __future__ import annotations
@@ -102,6 +104,42 @@ def compare(hf, model, hf_in, ours_in, kw, speech: bool) -> str | None:
     return None
 
 
+def compare_states(hf, model, text, speech, cfg, atol: float = 1e-4) -> list:
+    """Encoder outputs and T2U logits, not only what survives an argmax (a T2U activation bug once
+    left every unit id right and its logits 7e-4 off)."""
+    problems = []
+
+    def close(name, ours, ref, keep):
+        err = float(np.abs(np.array(ours)[keep] - ref[keep]).max())
+        if err > atol * max(1.0, float(np.abs(ref[keep]).max())):
+            problems.append(f"{name}: max abs diff {err:.2e}")
+
+    (hf_text, ours_text), (hf_speech, ours_speech) = text, speech
+    with torch.no_grad():
+        ref_text = hf.text_encoder(**hf_text).last_hidden_state.numpy()
+        ref_speech = hf.speech_encoder(**hf_speech)[0].numpy()
+    ours, _ = model.encode(ours_text["input_ids"], None, ours_text["attention_mask"])
+    close("text encoder", ours, ref_text, hf_text["attention_mask"].numpy().astype(bool))
+    ours, mask = model.encode(None, ours_speech["input_features"], ours_speech["attention_mask"])
+    keep = np.ones(ref_speech.shape[:2], bool) if mask is None else np.array(mask).astype(bool)
+    if ours.shape != ref_speech.shape:
+        problems.append(f"speech encoder: shape {ours.shape} vs {ref_speech.shape}")
+    else:
+        close("speech encoder", ours, ref_speech, keep)
+    rng = np.random.default_rng(0)
+    states = rng.standard_normal((2, 5, cfg["hidden_size"])).astype(np.float32)
+    counts = np.array([[1, 3, 2, 1, 2], [2, 1, 1, 0, 0]])
+    chars = rng.integers(2, 30, (2, int(counts.sum(axis=1).max())))
+    mask = (counts > 0).astype(np.int64)
+    with torch.no_grad():
+        ref = hf.t2u_model(inputs_embeds=torch.tensor(states), char_input_ids=torch.tensor(chars),
+                           char_count_per_id=torch.tensor(counts), attention_mask=torch.tensor(mask))
+    logits, _ = model.t2u_model(mx.array(states), mx.array(chars), mx.array(counts), mx.array(mask))
+    keep = ref.padding_mask.numpy().astype(bool)
+    close("t2u logits", logits, ref.last_hidden_state.numpy(), keep)  # (transformers' name for them)
+    return problems
+
+
 def fuzz_config(seed: int) -> tuple[dict, list]:
     r = random.Random(seed)
     cfg = random_config(r)
@@ -121,7 +159,7 @@ def fuzz_config(seed: int) -> tuple[dict, list]:
                             speaker_id=cfg["vocoder_num_spkrs"] - 1), True),
         "s2st": (speech, dict(tgt_lang=tgt, return_intermediate_token_ids=True, max_new_tokens=8), True),
     }
-    problems = []
+    problems = compare_states(hf, model, text, speech, cfg)
     for name, ((hf_in, ours_in), kw, is_speech) in cases.items():
         diff = compare(hf, model, hf_in, ours_in, kw, is_speech)
         if diff:
