@@ -28,6 +28,7 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from checkpoints import build_checkpoint, load_hf  # noqa: E402
+from test_configs import t2u_logits  # noqa: E402
 from test_speech_output import _audio, _check, _speech_inputs  # noqa: E402
 
 import seamless_mlx as sm  # noqa: E402
@@ -126,17 +127,8 @@ def compare_states(hf, model, text, speech, cfg, atol: float = 1e-4) -> list:
         problems.append(f"speech encoder: shape {ours.shape} vs {ref_speech.shape}")
     else:
         close("speech encoder", ours, ref_speech, keep)
-    rng = np.random.default_rng(0)
-    states = rng.standard_normal((2, 5, cfg["hidden_size"])).astype(np.float32)
-    counts = np.array([[1, 3, 2, 1, 2], [2, 1, 1, 0, 0]])
-    chars = rng.integers(2, 30, (2, int(counts.sum(axis=1).max())))
-    mask = (counts > 0).astype(np.int64)
-    with torch.no_grad():
-        ref = hf.t2u_model(inputs_embeds=torch.tensor(states), char_input_ids=torch.tensor(chars),
-                           char_count_per_id=torch.tensor(counts), attention_mask=torch.tensor(mask))
-    logits, _ = model.t2u_model(mx.array(states), mx.array(chars), mx.array(counts), mx.array(mask))
-    keep = ref.padding_mask.numpy().astype(bool)
-    close("t2u logits", logits, ref.last_hidden_state.numpy(), keep)  # (transformers' name for them)
+    ours, ref, _, keep = t2u_logits(hf, model, cfg["hidden_size"])
+    close("t2u logits", ours, ref, keep)
     return problems
 
 

@@ -99,12 +99,11 @@ def test_speech_output_matches_transformers(pair, source):
     _check(model.generate(**ours_in, **kw), ref)
 
 
-def test_t2u_logits_match_transformers(pair):
-    """The T2U model alone on the same decoder states and characters: its logits, not just the
-    argmax units (a unit sequence can survive a small difference in the hidden states)."""
-    hf, _, model, cfg = pair
+def t2u_logits(hf, model, hidden: int):
+    """Both T2U models on the same random decoder states and characters (two items, the second
+    padded): ``(ours, transformers', ours' padding mask, transformers' padding mask)`` as numpy."""
     rng = np.random.default_rng(0)
-    states = rng.standard_normal((2, 5, cfg["hidden_size"])).astype(np.float32)
+    states = rng.standard_normal((2, 5, hidden)).astype(np.float32)
     counts = np.array([[1, 3, 2, 1, 2], [2, 1, 1, 0, 0]])
     chars = rng.integers(2, 30, (2, int(counts.sum(axis=1).max())))
     mask = (counts > 0).astype(np.int64)
@@ -114,7 +113,14 @@ def test_t2u_logits_match_transformers(pair):
             char_count_per_id=torch.tensor(counts), attention_mask=torch.tensor(mask),
         )
     logits, padding_mask = model.t2u_model(mx.array(states), mx.array(chars), mx.array(counts), mx.array(mask))
-    keep = ref.padding_mask.numpy().astype(bool)
-    assert np.array(padding_mask).astype(bool).tolist() == keep.tolist()
     # (transformers returns the logits as `last_hidden_state`)
-    np.testing.assert_allclose(np.array(logits)[keep], ref.last_hidden_state.numpy()[keep], atol=1e-4)
+    return np.array(logits), ref.last_hidden_state.numpy(), np.array(padding_mask).astype(bool), ref.padding_mask.numpy().astype(bool)
+
+
+def test_t2u_logits_match_transformers(pair):
+    """The T2U model alone: its logits, not just the argmax units (a unit sequence can survive a
+    small difference in the hidden states)."""
+    hf, _, model, cfg = pair
+    ours, ref, ours_keep, keep = t2u_logits(hf, model, cfg["hidden_size"])
+    assert ours_keep.tolist() == keep.tolist()
+    np.testing.assert_allclose(ours[keep], ref[keep], atol=1e-4)
