@@ -9,7 +9,7 @@ counts, adaptor kernel/stride/layers or none, chunking, position clipping or non
 embedding scale, T2U and vocoder shapes, speakers), then compares with transformers the text and
 speech encoders' outputs and the T2U logits (atol 1e-4, scaled by the largest value), and greedy
 and beam text, units and waveforms, batched.  ``tests/test_configs.py`` keeps two such
-configs in the suite; run this after touching the model code.  On 2026-11-27: 49 configs on the
+configs in the suite; run this after touching the model code.  On 2026-11-27: 50 configs on the
 CPU routes, 10 on the generic ones and 52 generation settings, no mismatch once the T2U
 activation was fixed (with the old ReLU-or-GELU T2U and ``gelu_new``, the state comparison flags
 it while every token and unit still matches).
