@@ -400,13 +400,11 @@ def linear_glu(x: mx.array, layer: nn.Module) -> mx.array:
     if type(layer) is Linear and "bias" not in layer and _fast_cpu(x) and weight.dtype == mx.float32:
         n = weight.shape[0] // 2
         block = _column_blocks(x, weight, 2 * n) or n
-        if block >= n:
-            return glu_halves(linear(x, weight[:n]), linear(x, weight[n:]))
         parts = [
             glu_halves(linear(x, weight[a : min(a + block, n)]), linear(x, weight[n + a : n + min(a + block, n)]))
             for a in range(0, n, block)
         ]
-        return mx.concatenate(parts, axis=-1)
+        return parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=-1)
     return glu(layer(x), axis=-1)
 
 

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from checkpoints import build_checkpoint, load_hf  # noqa: E402
 from test_configs import t2u_logits  # noqa: E402
-from test_speech_output import _audio, _check, _speech_inputs  # noqa: E402
+from test_speech_output import _audio, _check, _speech_inputs, _text_inputs  # noqa: E402
 
 import seamless_mlx as sm  # noqa: E402
 
@@ -77,11 +77,6 @@ def random_config(r: random.Random) -> dict:
              resblock_dilation_sizes=[[1, 2, 4]]),
     ]))
     return cfg
-
-
-def _text_inputs(proc, texts):
-    enc = proc(text=texts, src_lang="eng", return_tensors="pt", padding=True)
-    return enc, dict(input_ids=mx.array(enc["input_ids"].numpy()), attention_mask=mx.array(enc["attention_mask"].numpy()))
 
 
 def _sequences(out):
@@ -141,7 +136,7 @@ def fuzz_config(seed: int) -> tuple[dict, list]:
         path, _, _ = build_checkpoint(os.path.join(tmp, "hf"), seed=seed, overrides=cfg)
         hf, proc = load_hf(path)
         model = sm.SeamlessM4Tv2Model.from_pretrained(path)
-    text = _text_inputs(proc, TEXTS[:2])
+    text = _text_inputs((hf, proc), TEXTS[:2])
     speech = _speech_inputs([_audio(seed % 7, 1.3), _audio(seed % 7 + 1, 0.7)])
     tgt = r.choice(["fra", "deu", "spa"])
     cases = {
@@ -181,7 +176,7 @@ def fuzz_generation(seed: int, trials: int) -> int:
             kw["no_repeat_ngram_size"] = r.choice([1, 2, 3])
         if r.random() < 0.3:
             kw["min_new_tokens"] = r.choice([2, 4, 8])
-        diff = compare(hf, model, *_text_inputs(proc, r.sample(TEXTS, r.randint(1, 3))), kw, False)
+        diff = compare(hf, model, *_text_inputs((hf, proc), r.sample(TEXTS, r.randint(1, 3))), kw, False)
         bad += diff is not None
         print(f"trial {trial} {kw}: {diff or 'ok'}", flush=True)
     return bad

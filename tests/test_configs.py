@@ -14,7 +14,7 @@ import torch
 from checkpoints import build_checkpoint, load_hf
 
 import seamless_mlx as sm
-from test_speech_output import _audio, _check, _speech_inputs
+from test_speech_output import _audio, _check, _speech_inputs, _text_inputs
 
 # name: (seed, config overrides); the seeds were picked so that greedy output varies with the input
 # (a random model easily repeats one token whatever it hears, and then parity proves little)
@@ -58,11 +58,8 @@ def pair(request, tmp_path_factory):
     return hf, proc, sm.SeamlessM4Tv2Model.from_pretrained(path), overrides
 
 
-def _inputs(proc):
-    enc = proc(text=TEXTS, src_lang="eng", return_tensors="pt", padding=True)
-    text = dict(input_ids=mx.array(enc["input_ids"].numpy()), attention_mask=mx.array(enc["attention_mask"].numpy()))
-    hf_speech, speech = _speech_inputs([_audio(3, 1.3), _audio(4, 0.7)])
-    return (enc, text), (hf_speech, speech)
+def _inputs(hf, proc):
+    return _text_inputs((hf, proc), TEXTS), _speech_inputs([_audio(3, 1.3), _audio(4, 0.7)])
 
 
 @pytest.mark.parametrize(
@@ -77,7 +74,7 @@ def _inputs(proc):
 )
 def test_text_output_matches_transformers(pair, source, kw):
     hf, proc, model, _ = pair
-    text, speech = _inputs(proc)
+    text, speech = _inputs(hf, proc)
     hf_in, ours_in = text if source == "text" else speech
     with torch.no_grad():
         ref = hf.generate(**hf_in, **kw, generate_speech=False)
@@ -91,7 +88,7 @@ def test_text_output_matches_transformers(pair, source, kw):
 @pytest.mark.parametrize("source", ["text", "speech"], ids=["t2st", "s2st"])
 def test_speech_output_matches_transformers(pair, source):
     hf, proc, model, cfg = pair
-    text, speech = _inputs(proc)
+    text, speech = _inputs(hf, proc)
     hf_in, ours_in = text if source == "text" else speech
     kw = dict(tgt_lang="fra", return_intermediate_token_ids=True, max_new_tokens=8, speaker_id=cfg["vocoder_num_spkrs"] - 1)
     with torch.no_grad():
