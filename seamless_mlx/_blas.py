@@ -10,7 +10,9 @@ MLX resolves its ``cblas_*``/LAPACK symbols dynamically, so a faster library loa
 2. the system's OpenBLAS (``apt-get install libopenblas0``).
 
 ``SEAMLESS_MLX_BLAS=off`` disables this; ``SEAMLESS_MLX_BLAS=/path/to/lib.so`` forces a library.
-Nothing happens on macOS (Accelerate) or when ``mlx.core`` was imported before us.
+Nothing happens on macOS (Accelerate).  When ``mlx.core`` was imported before us its BLAS symbols
+are already bound (Python loads extensions with ``RTLD_NOW``; a library loaded later is not
+used), so then we only warn, with the two ways out: import seamless_mlx first, or ``LD_PRELOAD``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import warnings
 
 loaded = None  # path of the BLAS we loaded, or None
 missing = False  # looked for one and found none
+too_late = None  # a fast BLAS we could have loaded, had mlx.core not been imported first
 
 
 def _candidates():
@@ -47,11 +50,26 @@ def _candidates():
     return mkl + openblas
 
 
+def _fast_blas_mapped() -> bool:
+    """Whether MKL or an OpenBLAS with plain ``cblas_*`` names is in this process already (say,
+    through ``LD_PRELOAD``).  numpy's ``libscipy_openblas`` has prefixed names and does not count."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return False
+    return "libmkl_rt" in maps or "/libopenblas" in maps
+
+
 def preload() -> None:
-    global loaded, missing
-    if not sys.platform.startswith("linux") or "mlx.core" in sys.modules:
+    global loaded, missing, too_late
+    if not sys.platform.startswith("linux"):
         return
     if os.environ.get("SEAMLESS_MLX_BLAS", "").strip().lower() in ("off", "0", "none", "false"):
+        return
+    if "mlx.core" in sys.modules:
+        if not _fast_blas_mapped():
+            too_late = next(iter(_candidates()), None)
         return
     for path in _candidates():
         try:
@@ -66,7 +84,16 @@ def preload() -> None:
 def warn_if_missing(on_cpu: bool) -> None:
     """Once ``mlx.core`` is imported: warn when the CPU runs the models on the reference BLAS (not
     where a GPU backend, CUDA's, is the default device: its CPU BLAS hardly matters)."""
-    global missing
+    global missing, too_late
+    if on_cpu and too_late:
+        path, too_late = too_late, None
+        warnings.warn(
+            "seamless-mlx: mlx.core was imported before seamless_mlx, so MLX is bound to its reference "
+            "BLAS and CPU inference will be ~50x slower. Import seamless_mlx before mlx, or start "
+            f"Python with LD_PRELOAD={path}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if not missing or not on_cpu:
         return
     missing = False

@@ -3,6 +3,8 @@ import sys
 
 import pytest
 
+import seamless_mlx  # noqa: F401  (before any test imports mlx.core: it picks MLX's CPU BLAS, see _blas)
+
 sys.path.insert(0, os.path.dirname(__file__))
 
 
