@@ -548,3 +548,52 @@ def test_api_integer_pcm_and_other_rates(api_env, mlx_model):
     assert r.segments[0].end == pytest.approx(2.0)
     with pytest.raises(ValueError, match="empty"):
         api.translate(np.zeros(0, np.float32), "eng", model=mlx_model)
+
+
+def test_huge_pages_env_only_where_it_helps(monkeypatch, tmp_path):
+    from seamless_mlx import cli as cli_mod
+
+    mode = tmp_path / "enabled"
+    monkeypatch.setattr(cli_mod, "THP_MODE_FILE", str(mode))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr("platform.libc_ver", lambda: ("glibc", "2.36"))
+    mode.write_text("always [madvise] never\n")
+    assert cli_mod.huge_pages_env({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    got = cli_mod.huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "PATH": "/bin"})
+    assert got == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "PATH": "/bin"}
+    assert cli_mod.huge_pages_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # the user's choice
+    assert cli_mod.huge_pages_env({"SEAMLESS_MLX_HUGEPAGES": "0"}) is None
+    for thp in ("[always] madvise never\n", "always madvise [never]\n"):
+        mode.write_text(thp)
+        assert cli_mod.huge_pages_env({}) is None
+    mode.write_text("always [madvise] never\n")
+    monkeypatch.setattr("platform.libc_ver", lambda: ("glibc", "2.31"))  # no such tunable before 2.35
+    assert cli_mod.huge_pages_env({}) is None
+    monkeypatch.setattr("platform.libc_ver", lambda: ("", ""))  # musl
+    assert cli_mod.huge_pages_env({}) is None
+
+
+def test_cli_reexecutes_once_for_model_commands_only(monkeypatch):
+    from seamless_mlx import cli as cli_mod
+
+    calls = []
+
+    class Replaced(Exception):
+        pass
+
+    def fake_execve(path, args, env):
+        calls.append((path, args, env))
+        raise Replaced
+
+    monkeypatch.setattr(os, "execve", fake_execve)
+    monkeypatch.setattr(cli_mod, "huge_pages_env", lambda: {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    monkeypatch.setattr(sys, "argv", ["seamless-mlx", "translate", "Hi", "--tgt-lang", "fra"])
+    with pytest.raises(Replaced):
+        cli_mod.main()
+    assert calls == [(sys.executable, [sys.executable, "-m", "seamless_mlx.cli", "translate", "Hi", "--tgt-lang", "fra"],
+                      {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})]
+    monkeypatch.setattr(sys, "argv", ["seamless-mlx", "languages", "--model", "/no/such/folder"])
+    assert cli_mod.main() == 2  # reads a config, decodes nothing: no re-execution
+    with pytest.raises(SystemExit):  # argv passed in (a caller in Python): never replaced
+        cli_mod.main(["translate"])
+    assert len(calls) == 1
