@@ -351,12 +351,18 @@ def main():
     p.add_argument("--encoder-seconds", default=ENCODER_SECONDS, help="audio lengths for the encoder memory section")
     p.add_argument("--class-frameworks", default="mlx-fp32,transformers",
                    help="frameworks for the task class vs SeamlessM4Tv2Model memory section")
+    p.add_argument("--hugepages", action="store_true",
+                   help="run every worker, transformers' too, with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent "
+                        "huge pages for malloc'd memory, as the seamless-mlx CLI does; Linux, glibc >= 2.35)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
     p.add_argument("--baseline", default=None,
                    help="results JSON of an earlier run (same rows and checkpoint): its measurements are "
                    "reported with this run's, e.g. transformers' seconds for the ratios of frameworks timed now")
     args = p.parse_args()
     gpu = args.device == "gpu"
+    if args.hugepages:  # inherited by every worker (see worker()); this process allocates little
+        tunables = os.environ.get("GLIBC_TUNABLES", "")
+        os.environ["GLIBC_TUNABLES"] = f"{tunables}:glibc.malloc.hugetlb=1" if tunables else "glibc.malloc.hugetlb=1"
     if args.cache:
         CACHE = Path(args.cache).resolve()
         HF = CACHE / "full-hf"
@@ -530,6 +536,7 @@ def main():
         "transformers": md.version("transformers"),
         "tokens": args.tokens,
         "order": args.order,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "checkpoint": "random weights, SeamlessM4Tv2Config() shapes, vocab 256102",
         "git": _git_state(),
         "task_weights": {row: weight_bytes(HF, _prefixes(row)) for row in rows},
@@ -558,7 +565,8 @@ def main():
                    fmt_classes(class_rows)]
     report += ["", f"{meta['date']}, {meta['machine']}, {meta['cpu']}, Python {meta['python']}, mlx {meta['mlx']}, "
                f"torch {meta['torch']}, transformers {meta['transformers']}; code {meta['git']}; "
-               f"{meta['minutes']} minutes, {'row' if meta['order'] == 'rows' else 'framework'}-major order"]
+               f"{meta['minutes']} minutes, {'row' if meta['order'] == 'rows' else 'framework'}-major order"
+               + (f", GLIBC_TUNABLES={meta['glibc_tunables']}" if meta.get("glibc_tunables") else "")]
     text = "\n".join(report)
     print("\n" + text, flush=True)
     out.write_text(json.dumps({**raw, "markdown": text}, indent=2))
