@@ -69,7 +69,8 @@ def preload() -> None:
         return
     if "mlx.core" in sys.modules:
         if not _fast_blas_mapped():
-            too_late = next(iter(_candidates()), None)
+            too_late = next((p for p in _candidates() if os.path.exists(p)), None)
+            missing = too_late is None  # nothing to load either: the install hint
         return
     for path in _candidates():
         try:
