@@ -1,6 +1,7 @@
 """Which BLAS MLX's CPU backend ends up with on Linux (fresh interpreters: the choice is made once,
 when mlx.core is first imported)."""
 
+import os
 import subprocess
 import sys
 
@@ -15,8 +16,6 @@ LATE = "imported before seamless_mlx"
 
 
 def _run(code, **env):
-    import os
-
     proc = subprocess.run(
         [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env={**os.environ, **env}
     )

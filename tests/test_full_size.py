@@ -7,9 +7,9 @@ encoder/decoder with a 256k-entry tied head, the full T2U and the 200-speaker vo
 
 The checkpoint is ``$SEAMLESS_MLX_FULL_CHECKPOINT``, else the benchmark's
 ``benchmarks/.cache/full-hf`` when present, else one built here (~9 GB of disk, a few minutes).
-transformers runs in a subprocess (``python tests/test_full_size.py REF_FOLDER OUT.npz``):
-the two full models side by side would need ~18 GB of memory, and importing torch next to MLX
-slows MKL.  MLX loads the transformers folder directly.
+transformers runs in a subprocess (``python tests/test_full_size.py REF_FOLDER OUT.npz``): the
+two full models side by side would need ~18 GB of memory.  MLX loads the transformers folder
+directly.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ def text_ids():
     return np.random.default_rng(0).integers(4, 200, size=(1, 20))
 
 
-def speech(seconds: float = 10.0):
-    rng = np.random.default_rng(1)
-    t = np.arange(int(SR * seconds)) / SR
-    audio = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.standard_normal(t.size)
-    return audio.astype(np.float32)
+def speech():
+    """10 s of a tone in noise (the speech-output tests' signal)."""
+    from test_speech_output import _audio
+
+    return _audio(1, 10.0)
 
 
 # What both sides run, by name: (input kind, generate keywords).
