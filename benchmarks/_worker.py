@@ -208,7 +208,7 @@ def mlx_task(spec):
 
 def mlx_profile(sm, mx, model, inputs, speech_out, tokens):
     """Phase times of one generate call, with a sync (``mx.eval``) between phases."""
-    from seamless_mlx import generation as G
+    from seamless_mlx import generate as G
     from seamless_mlx import t2u as t2u_mod
 
     gen = model.generation_config
@@ -219,13 +219,14 @@ def mlx_profile(sm, mx, model, inputs, speech_out, tokens):
     t1 = time.perf_counter()
     prof["encode_s"] = t1 - t0
     prefix = mx.array([[gen.decoder_start_token_id, gen.text_decoder_lang_to_code_id[TGT]]], dtype=mx.int32)
-    opts = {"max_new_tokens": tokens, "min_new_tokens": tokens}
-    text_out = G.generate_text(model, memory, mask, prefix, opts, collect_hidden=speech_out)
+    opts = G.GenerateOptions.resolve(gen, {"max_new_tokens": tokens, "min_new_tokens": tokens})
+    text_out = G.decode_text(model, memory, mask, prefix, opts, collect_hidden=speech_out)
     mx.eval(text_out.sequences, *([text_out.decoder_hidden_states] if speech_out else []))
     t2 = time.perf_counter()
     prof["text_decode_s"] = t2 - t1
     # the decode loop once more with a single new token: prefill + first step
-    one = G.generate_text(model, memory, mask, prefix, {"max_new_tokens": 1, "min_new_tokens": 1}, False)
+    one_opts = G.GenerateOptions.resolve(gen, {"max_new_tokens": 1, "min_new_tokens": 1})
+    one = G.decode_text(model, memory, mask, prefix, one_opts)
     mx.eval(one.sequences)
     prof["first_token_s"] = time.perf_counter() - t2
     prof["per_token_s"] = (prof["text_decode_s"] - prof["first_token_s"]) / max(tokens - 1, 1)
@@ -260,7 +261,7 @@ def mlx_step(mx, model, inputs, tokens, runs=2):
     import numpy as np
     from mlx.utils import tree_flatten
 
-    from seamless_mlx import generation as G
+    from seamless_mlx import generate as G
 
     gen = model.generation_config
     memory, mask = model.encode(inputs.get("input_ids"), inputs.get("input_features"), inputs.get("attention_mask"))
@@ -270,8 +271,8 @@ def mlx_step(mx, model, inputs, tokens, runs=2):
     intervals = []
     for _ in range(runs):
         last = None
-        opts = {"max_new_tokens": tokens, "min_new_tokens": tokens}
-        for _step in G.decode_steps(model, memory, mask, prefix, opts, tokens):
+        opts = G.GenerateOptions.resolve(gen, {"max_new_tokens": tokens, "min_new_tokens": tokens})
+        for _step in G.decode_steps(model, memory, mask, prefix, opts):
             now = time.perf_counter()
             if last is not None:
                 intervals.append(now - last)

@@ -20,14 +20,13 @@ except ImportError as _e:  # Linux: the mlx package without a backend wheel
     ) from _e
 
 from .config import GenerationConfig, ModelConfig  # noqa: E402
+from .generate import GenerateOutput, SpeechOutput  # noqa: E402
 from .model import (  # noqa: E402
-    GenerateOutput,
     SeamlessM4Tv2ForSpeechToSpeech,
     SeamlessM4Tv2ForSpeechToText,
     SeamlessM4Tv2ForTextToSpeech,
     SeamlessM4Tv2ForTextToText,
     SeamlessM4Tv2Model,
-    SpeechOutput,
 )
 
 from .api import Result, transcribe, translate  # noqa: E402
