@@ -147,7 +147,7 @@ def mlx_device(mx, spec) -> str:
 
 def mlx_task(spec):
     sm, mx, _blas = _mlx_import()
-    from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+    from seamless_mlx import SeamlessM4TFeatureExtractor
 
     device_name = mlx_device(mx, spec)
     row, tokens = spec["row"], spec["tokens"]
@@ -378,7 +378,7 @@ def mlx_encoder(spec):
     sm, mx, _blas = _mlx_import()
     import gc
 
-    from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+    from seamless_mlx import SeamlessM4TFeatureExtractor
 
     model = sm.SeamlessM4Tv2ForSpeechToText.from_pretrained(spec["folder"])
     # keep only the speech encoder, as the transformers worker does

@@ -20,6 +20,7 @@ except ImportError as _e:  # Linux: the mlx package without a backend wheel
     ) from _e
 
 from .config import GenerationConfig, ModelConfig  # noqa: E402
+from .features import SeamlessM4TFeatureExtractor  # noqa: E402
 from .generate import GenerateOutput, SpeechOutput  # noqa: E402
 from .model import (  # noqa: E402
     SeamlessM4Tv2ForSpeechToSpeech,
@@ -28,6 +29,8 @@ from .model import (  # noqa: E402
     SeamlessM4Tv2ForTextToText,
     SeamlessM4Tv2Model,
 )
+from .processor import SeamlessM4TProcessor  # noqa: E402
+from .tokenizer import SeamlessM4TTokenizer  # noqa: E402
 
 from .api import Result, transcribe, translate  # noqa: E402
 
@@ -39,7 +42,6 @@ _blas.warn_if_missing(_mx.default_device() == _mx.cpu)
 def load(path, model_class=None, dtype=None):
     """Load ``(model, processor)`` from a converted folder, a transformers folder or a hub id."""
     from .loading import resolve
-    from .processor import SeamlessM4TProcessor
 
     folder = resolve(path)
     cls = model_class or SeamlessM4Tv2Model
@@ -60,5 +62,8 @@ __all__ = [
     "SeamlessM4Tv2ForSpeechToText",
     "SeamlessM4Tv2ForTextToSpeech",
     "SeamlessM4Tv2ForSpeechToSpeech",
+    "SeamlessM4TProcessor",
+    "SeamlessM4TTokenizer",
+    "SeamlessM4TFeatureExtractor",
     "__version__",
 ]

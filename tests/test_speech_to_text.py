@@ -8,7 +8,7 @@ import torch
 from checkpoints import build_checkpoint, load_hf
 
 import seamless_mlx as sm
-from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+from seamless_mlx import SeamlessM4TFeatureExtractor
 
 
 def _audio(seed, seconds):
