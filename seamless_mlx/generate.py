@@ -147,7 +147,11 @@ def _known(keys, prefix):
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """Every decoding choice, resolved: a keyword when given, else the generation config's value."""
+    """Every decoding choice, resolved: a keyword when given, else the generation config's value.
+
+    Field names and meanings are transformers' ``GenerationConfig`` ones, plus ``unk_blocking``
+    (never emit ``unk_token_id``) and the T2U model's ``speech_do_sample``/``speech_temperature``.
+    """
 
     max_new_tokens: int
     num_beams: int = 1
@@ -248,28 +252,26 @@ def check_target(model, tgt_lang: str, generate_speech: bool, speaker_id: Any = 
     _check_lang(tgt_lang, gen.text_decoder_lang_to_code_id, "text output")
     if not generate_speech:
         return
-    speech_langs = gen.vocoder_lang_code_to_id
-    if not speech_langs:
-        _check_lang(tgt_lang, speech_langs, "speech output")
-    if tgt_lang not in speech_langs:
-        raise ValueError(
-            f"tgt_lang={tgt_lang!r} has text output only in this model, no speech output. Speech output "
-            f"languages: {', '.join(sorted(speech_langs))}. Use generate_speech=False (CLI: --text) for text "
-            f"in {tgt_lang!r}."
-        )
+    _check_lang(
+        tgt_lang,
+        gen.vocoder_lang_code_to_id,
+        "speech output",
+        " Use generate_speech=False (CLI: --text) to get text in this language.",
+    )
     n_spk = model.config.vocoder_num_spkrs
     if not isinstance(speaker_id, (int, np.integer)) or not 0 <= int(speaker_id) < n_spk:
         raise ValueError(f"speaker_id must be an integer in 0..{n_spk - 1}, got {speaker_id!r}.")
 
 
-def _check_lang(lang: str, table: Dict[str, int], what: str):
+def _check_lang(lang: str, table: Dict[str, int], what: str, hint: str = ""):
     if not table:
         raise ValueError(
             f"This checkpoint's generation_config.json has no language map for {what}; "
             "make sure the folder holds the model's own generation_config.json."
         )
     if lang not in table:
-        raise ValueError(f"tgt_lang={lang!r} is not supported for {what}. Supported: {', '.join(sorted(table))}.")
+        codes = ", ".join(sorted(table))
+        raise ValueError(f"tgt_lang={lang!r} is not supported for {what}. Supported: {codes}.{hint}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,33 +432,28 @@ def generate(
     decoder_input_ids = text_kw.pop("decoder_input_ids", None)
     if tgt_lang is not None:
         check_target(model, tgt_lang, generate_speech, speaker_id)
-        prefix_row = None
     elif generate_speech:
         raise ValueError("tgt_lang is required to generate speech.")
     elif decoder_input_ids is None:
         raise ValueError(
             "Pass tgt_lang (e.g. tgt_lang='fra'); supported: " + ", ".join(sorted(gen.text_decoder_lang_to_code_id))
         )
-    else:
-        prefix_row = np.asarray(decoder_input_ids)
+    # the decoder prefix: [start, language code], or the given ids behind the start token
     start = text_kw.get("decoder_start_token_id")
     start = gen.decoder_start_token_id if start is None else int(start)
-    if prefix_row is not None:
-        prefix_row = prefix_row.reshape(prefix_row.shape[0] if prefix_row.ndim > 1 else 1, -1)
-        needs_start = int(prefix_row[0, 0]) != start
-        prefix_len = prefix_row.shape[1] + int(needs_start)
+    if tgt_lang is not None:
+        rows = np.array([[start, gen.text_decoder_lang_to_code_id[tgt_lang]]])
     else:
-        prefix_len = 2
-    options = GenerateOptions.resolve(gen, text_kw, speech_kw, prefix_len=prefix_len)
+        rows = np.atleast_2d(np.asarray(decoder_input_ids))
+        if int(rows[0, 0]) != start:
+            rows = np.concatenate([np.full((rows.shape[0], 1), start), rows], axis=1)
+    options = GenerateOptions.resolve(gen, text_kw, speech_kw, prefix_len=rows.shape[1])
 
     memory, memory_mask = model.encode(input_ids, input_features, attention_mask)
     B = memory.shape[0]
-    if prefix_row is None:
-        prefix = mx.array([[start, gen.text_decoder_lang_to_code_id[tgt_lang]]] * B, dtype=mx.int32)
-    else:
-        prefix = mx.array(prefix_row, dtype=mx.int32).reshape(B, -1)
-        if needs_start:
-            prefix = mx.concatenate([mx.full((B, 1), start, dtype=mx.int32), prefix], axis=1)
+    if rows.shape[0] not in (1, B):
+        raise ValueError(f"decoder_input_ids has {rows.shape[0]} rows for {B} inputs; give one row or one per input.")
+    prefix = mx.array(np.broadcast_to(rows, (B, rows.shape[1])), dtype=mx.int32)
 
     text_out = decode_text(model, memory, memory_mask, prefix, options, collect_hidden=generate_speech)
     if not generate_speech:
