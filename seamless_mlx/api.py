@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, AudioFileNotFoundError, load_audio, prepare_audio, save_wav
 from .generate import check_target, stream_generate
 
 DEFAULT_MODEL = "facebook/seamless-m4t-v2-large"
@@ -130,8 +130,6 @@ class Result:
         if ext in (".wav", ".flac"):
             if self.audio is None:
                 raise ValueError(f"{path.name}: there is no speech to save; translate with speech output (--speech).")
-            from .audio import save_wav
-
             save_wav(path, self.audio, self.sample_rate)
             return path
         writers = {".txt": lambda: self.text + "\n", ".srt": self.to_srt, ".vtt": self.to_vtt, ".json": self.to_json}
@@ -273,8 +271,6 @@ def _as_audio(source, sampling_rate: int = SAMPLE_RATE) -> Optional[np.ndarray]:
     Arrays go through :func:`seamless_mlx.audio.prepare_audio`: float samples as is, int16/int32
     PCM scaled to [-1, 1], channels averaged, resampled from ``sampling_rate`` when it is not 16 kHz.
     """
-    from .audio import load_audio, prepare_audio
-
     if isinstance(source, os.PathLike) or (isinstance(source, str) and looks_like_audio_path(source)):
         return load_audio(os.fspath(source), SAMPLE_RATE)
     if isinstance(source, str):
@@ -471,8 +467,6 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
 def transcribe(audio, lang: str, **kw) -> Result:
     """Speech recognition: ``translate`` of a recording into its own language ``lang``."""
     if isinstance(audio, str) and not looks_like_audio_path(audio):
-        from .audio import AudioFileNotFoundError
-
         raise AudioFileNotFoundError(f"audio file not found: {audio!r} (check the path)")
     return translate(audio, tgt_lang=lang, **kw)
 
