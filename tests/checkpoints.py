@@ -252,6 +252,19 @@ def load_hf(path):
     return model, AutoProcessor.from_pretrained(path)
 
 
+# ---------------------------------------------------------------------------- package internals
+# The few seamless_mlx internals that tests reach past the public API, imported here only, so that
+# a rename inside the package is followed in one line.  (Imported lazily: benchmarks build
+# checkpoints in processes that never load MLX.)
+
+
+def char_inputs(sequences, generation_config):
+    """seamless_mlx's T2U character inputs: ``(char ids [B, C], char counts [B, L-1])``."""
+    from seamless_mlx.t2u import char_inputs as ours
+
+    return ours(sequences, generation_config)
+
+
 if __name__ == "__main__":  # pragma: no cover - manual use
     import sys
 
