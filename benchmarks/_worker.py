@@ -2,8 +2,8 @@
 
     python benchmarks/_worker.py '<json spec>'     # prints one JSON line (the result) last
 
-A process runs exactly one framework: importing torch next to MLX makes MLX's MKL matmuls ~6x
-slower, so an MLX worker must never import torch or transformers (it checks, and says so in its
+A process runs exactly one framework: importing torch next to MLX makes MLX's MKL matmuls several
+times slower (benchmarks/README.md), so an MLX worker must never import torch or transformers (it checks, and says so in its
 result).  Modes (``spec["mode"]``):
 
 ``task``        load a task class, build the inputs, run ``generate`` with the output length forced
@@ -446,14 +446,11 @@ def hf_task(spec):
     ids_kw = {"return_intermediate_token_ids": True} if speech_out else {}  # to check the text length
 
     def run(n=tokens, inp=inputs):
-        if prof is not None:
-            prof.reset()
         with torch.inference_mode():
             out = model.generate(**inp, tgt_lang=TGT, **extra, **ids_kw, **length_kwargs(speech_out, n))
         sync()
         return out
 
-    prof = hf_hooks(model, sync) if spec.get("profile") else None
     warm = spec.get("warmup", True)
     if warm == "short":
         short_in = inputs_for(min(seconds, 5)) if kind == "speech" else inputs
@@ -463,27 +460,35 @@ def hf_task(spec):
     res["seconds"], res["times"], out = best_of(run, spec["repeats"], warm)
     if gpu:
         res["peak_device_bytes"] = torch.cuda.max_memory_allocated()
-    if prof is not None:
+    res["peak_rss"] = peak_rss()
+    if spec.get("profile"):
+        # hooks cost time (and a device sync each on a GPU): only on one extra, untimed call
+        with hf_hooks(model, sync) as prof:
+            run()
         res["profile"] = prof.summary()
     if speech_out:
         res["audio_out_s"] = int(out.waveform_lengths.reshape(-1)[0].cpu()) / SR
     seq = out.sequences if hasattr(out, "sequences") else out  # a tensor for the text tasks
     res["new_tokens"] = int(seq.shape[-1]) - 2
     res["tokens_out"] = seq.reshape(-1, seq.shape[-1])[0].cpu().tolist()
-    res["peak_rss"] = peak_rss()
     return res
 
 
 class _Hooks:
     """Wall time per sub-module call (torch runs eagerly on the CPU, so forward hooks time it; on a
-    GPU each hook synchronises first).  ``reset()`` at the start of every generate call: the
-    summary describes the last call."""
+    GPU each hook synchronises first).  A context manager: the hooks are removed on exit, so that
+    the calls timed for the main table never carry them."""
 
     def __init__(self, sync=lambda: None):
-        self.times, self._t, self.sync = {}, {}, sync
+        self.times, self._t, self.sync, self._handles = {}, {}, sync, []
 
-    def reset(self):
-        self.times = {}
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     def add(self, name, module):
         def pre(mod, args):
@@ -494,8 +499,7 @@ class _Hooks:
             self.sync()
             self.times.setdefault(name, []).append(time.perf_counter() - self._t[name])
 
-        module.register_forward_pre_hook(pre)
-        module.register_forward_hook(post)
+        self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
     def summary(self):
         out = {}
