@@ -28,6 +28,7 @@ import hmac
 import io
 import ipaddress
 import json
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -178,7 +179,8 @@ class Engine:
 
     # ------------------------------------------------------------------ queue
     def submit(self, run: Optional[Callable[[], Any]] = None, batch_key=None, text: str = "") -> concurrent.futures.Future:
-        """Queue ``run()`` (or a batchable text); raises a 503 ``ApiError`` when the queue is full."""
+        """Queue ``run()``, or a single-line ``text`` to translate in a batch (its future's result is then
+        ``(translation, batch size)``); raises a 503 ``ApiError`` when the queue is full."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
             if self._closed:
@@ -241,7 +243,7 @@ class Engine:
                             j.future.set_exception(e)
                     else:
                         for j, out in zip(live, outs):
-                            j.future.set_result(out)
+                            j.future.set_result((out, len(live)))
             finally:
                 with self._cond:
                     self._pending -= len(batch)
@@ -603,13 +605,16 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             raise ApiError(400, f"'q' has more than {limits.max_text_chars} characters in all (--max-text-chars).",
                            param="q", code="text_too_long")
 
-        async def one(t: str) -> str:
+        async def one(t: str) -> Tuple[str, int]:
             if "\n" in t.strip():  # several lines keep their layout: the library translates line by line
-                return (await run(lambda: engine.translate(t, tgt, src))).text
+                return (await run(lambda: engine.translate(t, tgt, src))).text, 1
             return await run(batch_key=("t2tt", src, tgt), text=t.strip())
 
         outs = await asyncio.gather(*(one(t) for t in items))
-        return JSONResponse({"translatedText": list(outs) if isinstance(q, list) else outs[0]})
+        texts = [t for t, _ in outs]
+        # X-Batch-Size: how many texts shared the generate call (benchmarks and tests read it)
+        return JSONResponse({"translatedText": texts if isinstance(q, list) else texts[0]},
+                            headers={"X-Batch-Size": str(max(n for _, n in outs))})
 
     async def languages(request: Request):
         codes = sorted(engine.text_out)
@@ -724,4 +729,9 @@ def serve(args) -> int:
     engine.close()
     if not server.started:
         raise ValueError(f"could not listen on {args.host}:{args.port} (in use?); pick another --port.")
-    return 0
+    # Every request is answered.  MLX's streams made on the worker thread can abort the process in
+    # C++ static destructors at interpreter exit ("terminate called without an active exception"),
+    # so leave now, with the exit status a clean shutdown deserves.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
