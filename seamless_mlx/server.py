@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, translate
+from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
 
 INSTALL_HINT = 'pip install "seamless-mlx[server]"'
 STATIC = Path(__file__).with_name("static")
@@ -168,9 +168,7 @@ class Engine:
         self._loaded.result()
 
     def _load(self):
-        for task in ("t2tt", "s2tt", "t2st", "s2st"):  # all now: the first request of each kind is not slow
-            get_model(self.folder, task)
-        model, processor = get_model(self.folder, "t2tt")
+        model, processor = share_model(self.folder)  # one model for every task
         gen = model.generation_config
         self.text_out = set(gen.text_decoder_lang_to_code_id)
         self.speech_out = set(gen.vocoder_lang_code_to_id)
