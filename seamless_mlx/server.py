@@ -156,7 +156,8 @@ class Engine:
     def __init__(self, model_id: str, quantize: Optional[int] = None, limits: Limits = Limits(), quiet: bool = False):
         self.limits = limits
         self.folder = str(Path(model_folder(model_id, quantize, quiet=quiet)).resolve())
-        self.name = Path(model_id).name if not str(model_id).count("/") == 1 else str(model_id)
+        local = Path(str(model_id)).expanduser()
+        self.name = local.resolve().name if local.exists() else str(model_id)  # the id /v1/models lists
         self._jobs: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self._pending = 0

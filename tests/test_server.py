@@ -475,6 +475,16 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(small, long_wav, api):
     assert out["response"].json()["text"] == api(str(long_wav), "eng").text
 
 
+def test_request_over_the_time_limit_is_504_naming_it(mlx_model, env, tmp_path_factory, long_wav):
+    s = Server(mlx_model, env, tmp_path_factory.mktemp("impatient"), "--timeout-s", "0.3")
+    try:
+        r = httpx.post(s.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
+                       data={"language": "en"}, timeout=120)
+    finally:
+        s.stop()
+    assert "--timeout-s" in openai_error(r, 504)
+
+
 # ------------------------------------------------------------------------------- load
 
 
@@ -522,6 +532,9 @@ def test_32_concurrent_clients_mixing_endpoints_get_their_own_answers(server, cl
     with ThreadPoolExecutor(32) as ex:
         list(ex.map(client, range(32)))
     assert all(tally[k] > 0 for k in (0, 1, 2)), tally  # every kind of request got through
+    status = open(f"/proc/{server.proc.pid}/status").read() if sys.platform.startswith("linux") else ""
+    peak_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024 if status else 0
+    assert peak_mb < 1024, f"server peak RSS {peak_mb:.0f} MB after the load (tiny model)"
 
 
 # ------------------------------------------------------------------------------- browser
