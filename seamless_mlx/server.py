@@ -456,23 +456,28 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         except ValueError as e:  # the library's own input checks
             raise ApiError(400, " ".join(str(e).split())) from None
 
-    async def form_of(request: Request):
+    async def form_of(request: Request) -> Tuple[Dict[str, str], Optional[bytes]]:
+        """(text fields, bytes of the 'file' field or None) of a multipart body; the parsed form's
+        spooled files are closed here, whatever the handler does next."""
         if "multipart/form-data" not in request.headers.get("content-type", ""):
             raise ApiError(400, "send the request as multipart/form-data with the audio in a 'file' field.",
                            param="file")
         try:
-            return await request.form(max_files=1, max_fields=50)
+            form = await request.form(max_files=1, max_fields=50)
         except HTTPException as e:
             raise ApiError(400, f"malformed multipart body: {e.detail}") from None
+        try:
+            fields = {k: v for k, v in form.items() if isinstance(v, str)}
+            f = form.get("file")
+            return fields, (None if f is None or isinstance(f, str) else await f.read())
+        finally:
+            await form.close()
 
-    async def upload(form, param: str = "file") -> np.ndarray:
-        f = form.get(param)
-        if f is None or isinstance(f, str):
-            raise ApiError(400, f"'{param}' is required: the audio file, sent as a multipart file field.",
-                           param=param, code="missing_field")
-        data = await f.read()
-        await f.close()
-        return await asyncio.to_thread(decode_upload, data, limits, param)
+    async def upload(data: Optional[bytes]) -> np.ndarray:
+        if data is None:
+            raise ApiError(400, "'file' is required: the audio file, sent as a multipart file field.",
+                           param="file", code="missing_field")
+        return await asyncio.to_thread(decode_upload, data, limits, "file")
 
     def choice(value: Optional[str], allowed, default: str, param: str) -> str:
         v = (value or default).strip().lower()
@@ -521,13 +526,13 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
 
     async def speech_to_text(request: Request, task: str):
         authorize(request)
-        form = await form_of(request)
+        form, data = await form_of(request)
         if task == "transcribe":
             tgt = engine.language(form.get("language"), "language")
         else:
             tgt = engine.language(form.get("target_language") or "eng", "target_language")
         fmt = choice(form.get("response_format"), TEXT_FORMATS, "json", "response_format")
-        audio = await upload(form)
+        audio = await upload(data)
         if flag(form.get("stream")):
             return sse(audio, tgt)
         result = await run(lambda: engine.translate(audio, tgt))
@@ -556,12 +561,12 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
 
     async def speech_translations(request: Request):
         authorize(request)
-        form = await form_of(request)
+        form, data = await form_of(request)
         tgt = engine.language(form.get("target_language") or form.get("language") or "eng", "target_language",
                               speech_out=True)
         fmt = choice(form.get("response_format"), AUDIO_FORMATS + ("json",), "wav", "response_format")
         spk = engine.speaker(form.get("voice"))
-        audio = await upload(form)
+        audio = await upload(data)
         result = await run(lambda: engine.translate(audio, tgt, speech=True, speaker_id=spk))
         if fmt == "json":
             wav, _ = encode_audio(result.audio, "wav")
