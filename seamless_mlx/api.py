@@ -235,6 +235,8 @@ def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optio
     if task not in TASK_CLASSES:
         raise ValueError(f"task must be one of {', '.join(TASK_CLASSES)}, got {task!r}")
     folder = model_folder(model_id, quantize)
+    if str(Path(folder).resolve()) in _SHARED:
+        return _SHARED[str(Path(folder).resolve())]
     return _load_model(str(Path(folder).resolve()), TASK_CLASSES[task], quantize)
 
 
@@ -249,6 +251,24 @@ def _load_model(folder: str, class_name: str, quantize: Optional[int]):
 
 get_model.cache_clear = _load_model.cache_clear  # type: ignore[attr-defined]
 get_model.cache_info = _load_model.cache_info  # type: ignore[attr-defined]
+
+_SHARED: Dict[str, Any] = {}
+
+
+def share_model(model_id: str, quantize: Optional[int] = None):
+    """Load the full ``SeamlessM4Tv2Model`` once and answer ``get_model`` for every task with it.
+
+    A long-running process that serves all tasks (``seamless-mlx serve``) then holds one copy of
+    the weights instead of up to four task-specific ones.  Returns ``(model, processor)``.
+    """
+    import seamless_mlx
+    from .processor import SeamlessM4TProcessor
+
+    folder = str(Path(model_folder(model_id, quantize)).resolve())
+    if folder not in _SHARED:
+        _SHARED[folder] = (seamless_mlx.SeamlessM4Tv2Model.from_pretrained(folder),
+                           SeamlessM4TProcessor.from_pretrained(folder))
+    return _SHARED[folder]
 
 
 # --------------------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="SeamlessM4T-v2 speech and text translation on MLX.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1],
     )
-    sub = parser.add_subparsers(dest="command", metavar="{translate,transcribe,convert,languages}")
+    sub = parser.add_subparsers(dest="command", metavar="{translate,transcribe,convert,languages,serve}")
 
     t = sub.add_parser("translate", help="translate text, stdin or an audio file into text or speech")
     t.add_argument("input", help="text to translate, '-' for stdin, a .txt file, or an audio file")
@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("languages", help="list the languages a model supports per modality")
     lg.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: %(default)s)")
     lg.add_argument("--verbose", "-v", action="store_true")
+
+    from .server import add_arguments as add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="HTTP server for OpenAI-audio and LibreTranslate clients, "
+                                                     "with a web page (needs the [server] extra)"))
     return parser
 
 
@@ -397,6 +402,10 @@ def main(argv=None) -> int:
             return cmd_transcribe(args)
         if args.command == "languages":
             return cmd_languages(args)
+        if args.command == "serve":
+            from .server import serve
+
+            return serve(args)
         parser.error(f"unknown command {args.command!r}")
     except KeyboardInterrupt:
         return _error("interrupted.", 130)
