@@ -40,7 +40,8 @@ audio = src.is_dir() and any(f.suffix.lower() in AUDIO_EXTENSIONS for f in src.i
 if args.address:
     ray.init(address=args.address)
 else:
-    ray.init(num_cpus=args.workers * args.cpus_per_worker, include_dashboard=False)
+    # one CPU more than the model workers hold, for the read and write tasks around them
+    ray.init(num_cpus=args.workers * args.cpus_per_worker + 1, include_dashboard=False)
 DataContext.get_current().execution_options.preserve_order = True
 
 if audio:
@@ -54,7 +55,8 @@ ds = ds.map_batches(
     Translator,
     fn_constructor_kwargs=dict(model=args.model, tgt_lang=args.tgt_lang, src_lang=args.src_lang,
                                batch_size=args.batch_size, speech_input=audio, **options),
-    batch_size=args.batch_size * 4, batch_format="numpy", concurrency=args.workers, num_cpus=args.cpus_per_worker,
+    batch_size=args.batch_size * 4, batch_format="numpy", num_cpus=args.cpus_per_worker,
+    compute=ray.data.ActorPoolStrategy(size=args.workers),
 )
 ds.write_parquet(args.out)
 failed = ray.data.read_parquet(args.out).filter(lambda row: bool(row["error"])).count()

@@ -11,7 +11,8 @@ single-process call would give it::
 
     ds = ray.data.read_text("sentences.txt")                       # a column "text"
     ds = ds.map_batches(Translator, fn_constructor_kwargs=dict(model="m4t-v2-mlx", tgt_lang="fra",
-                        src_lang="eng"), batch_size=64, concurrency=4, num_cpus=4)
+                        src_lang="eng"), batch_size=64, num_cpus=4,
+                        compute=ray.data.ActorPoolStrategy(size=4))     # 4 workers, 4 cores each
     ds.write_parquet("translated/")
 
 Rows keep every input column and gain ``translation`` (text) and ``error`` (empty, or why the row

@@ -43,7 +43,7 @@ def test_map_batches_equals_single_process_api_in_order(local_ray, mlx_model):
     rows = [{"id": i, "text": t, "src_lang": s} for i, (t, s) in enumerate(TEXTS)]
     ds = ray.data.from_items(rows).map_batches(
         Translator, fn_constructor_kwargs=dict(model=mlx_model, tgt_lang="spa", max_new_tokens=6, batch_size=4),
-        batch_size=5, batch_format="numpy", concurrency=2, num_cpus=1,
+        batch_size=5, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1,
     )
     out = ds.take_all()
     assert [r["id"] for r in out] == list(range(len(rows)))  # in order, none lost
