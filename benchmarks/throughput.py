@@ -15,6 +15,9 @@ clips encoded one by one, decoder batched); transformers runs ``processor(..., p
 and ``generate`` on each batch.  Each framework x task is its own process (importing torch next
 to MLX slows MKL), one warm-up batch, then one timed pass over all inputs.
 
+Also times a 200-line document (``--document-lines``) end to end through ``translate_document``
+(lines cut into sentences, sentences batched) against one ``translate`` call per line.
+
 Writes benchmarks/results/throughput-<size>-<date>.json and prints a markdown table.
 """
 
@@ -126,6 +129,29 @@ def mlx_worker(args) -> dict:
     return time_batches(run, inputs, args)
 
 
+def document_worker(args) -> dict:
+    """A ``--document-lines`` document: one ``translate`` call per line (what a script does today)
+    against ``translate_document`` (lines cut into sentences, sentences batched), end to end."""
+    import seamless_mlx  # noqa: F401
+    from seamless_mlx.api import get_model, translate
+    from seamless_mlx.documents import translate_document
+
+    lines = sentences(args.document_lines)
+    text = "\n".join(lines)
+    get_model(args.mlx, "t2tt")
+    kw = dict(tgt_lang="fra", src_lang="eng", model=args.mlx, max_new_tokens=args.tokens)
+    translate_document("\n".join(lines[:4]), **kw)  # warm-up
+    t0 = time.perf_counter()
+    one = [translate(line, **kw).text for line in lines]
+    t1 = time.perf_counter()
+    batched = translate_document(text, batch_size=16, **kw)
+    t2 = time.perf_counter()
+    if len(batched.split("\n")) != len(one):
+        raise SystemExit("the document lost or gained lines")
+    log(f"  document of {len(lines)} lines: line by line {t1 - t0:.1f} s, batched {t2 - t1:.1f} s")
+    return {"lines": len(lines), "line_by_line_s": t1 - t0, "batched_s": t2 - t1}
+
+
 def hf_worker(args) -> dict:
     import torch
     from transformers import AutoProcessor, SeamlessM4Tv2ForSpeechToText, SeamlessM4Tv2ForTextToText
@@ -181,6 +207,8 @@ def main():
     p.add_argument("--clips", type=int, default=16, help="S2TT inputs per pass")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each S2TT clip")
     p.add_argument("--tokens", type=int, default=32, help="new tokens forced per output")
+    p.add_argument("--document-lines", type=int, default=200,
+                   help="also time a document of this many lines, batched vs one call per line (0: skip)")
     p.add_argument("--worker", choices=("mlx", "transformers"), help=argparse.SUPPRESS)
     p.add_argument("--task", help=argparse.SUPPRESS)
     p.add_argument("--hf", help=argparse.SUPPRESS)
@@ -188,7 +216,10 @@ def main():
     args = p.parse_args()
 
     if args.worker:
-        res = (mlx_worker if args.worker == "mlx" else hf_worker)(args)
+        if args.task == "document":
+            res = document_worker(args)
+        else:
+            res = (mlx_worker if args.worker == "mlx" else hf_worker)(args)
         print(json.dumps(res))
         return
 
@@ -207,11 +238,23 @@ def main():
                 raise SystemExit(f"{fw} {task} failed")
             results["rows"][f"{task}/{fw}"] = json.loads(r.stdout.strip().splitlines()[-1])
             log(f"{task} {fw}: done")
+    if args.document_lines and "mlx" in args.frameworks.split(","):
+        r = subprocess.run([sys.executable, __file__, "--worker", "mlx", "--task", "document", "--mlx", str(mlx),
+                            "--document-lines", str(args.document_lines), "--tokens", str(args.tokens)],
+                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        if r.returncode != 0:
+            log(r.stderr[-2000:])
+            raise SystemExit("document run failed")
+        results["document"] = json.loads(r.stdout.strip().splitlines()[-1])
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"throughput-{args.size}-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(results, indent=2))
     print(table(results))
+    if "document" in results:
+        d = results["document"]
+        print(f"\n{d['lines']}-line document (seamless-mlx): one call per line {d['line_by_line_s']:.1f} s, "
+              f"translate_document (batch 16) {d['batched_s']:.1f} s: {d['line_by_line_s'] / d['batched_s']:.2f}x")
     log(f"wrote {path}")
 
 

@@ -242,14 +242,14 @@ def _umask() -> int:
 
 def _remove_stale_partials(folder: Path, name: str):
     """Temporary files a killed run left for ``name`` (only ours: ``.NAME.*.partial``)."""
-    for p in folder.glob(f".{glob_escape(name)}.*.partial"):
+    for p in folder.glob(f".{_glob_escape(name)}.*.partial"):
         try:
             p.unlink()
         except OSError:
             pass
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 

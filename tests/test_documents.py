@@ -16,7 +16,7 @@ import soundfile as sf
 import srt
 
 from seamless_mlx.api import transcribe, translate
-from seamless_mlx.documents import parse_subtitles, split_sentences, translate_file
+from seamless_mlx.documents import parse_subtitles, split_sentences
 
 SR = 16000
 FAST = ["--max-new-tokens", "5"]
