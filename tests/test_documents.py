@@ -16,7 +16,7 @@ import soundfile as sf
 import srt
 
 from seamless_mlx.api import transcribe, translate
-from seamless_mlx.documents import parse_subtitles, split_sentences
+from seamless_mlx.documents import parse_subtitles, split_sentences, write_atomic
 
 SR = 16000
 FAST = ["--max-new-tokens", "5"]
@@ -73,6 +73,17 @@ def _write_clips(folder, n, seed=0):
         x = 0.2 * np.sin(2 * np.pi * rng.uniform(150, 600) * t) + 0.05 * rng.standard_normal(t.size)
         sf.write(folder / f"clip{k:02d}.wav", x.astype(np.float32), SR)
     return sorted(folder.glob("*.wav"))
+
+
+def test_write_atomic_never_leaves_a_partial_output(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("the previous output", encoding="utf-8")
+    with pytest.raises(UnicodeEncodeError):  # fails half-way through writing
+        write_atomic(target, "a new output " * 1000 + "\ud800")
+    assert target.read_text(encoding="utf-8") == "the previous output"
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+    write_atomic(target, "done\n")
+    assert target.read_text(encoding="utf-8") == "done\n" and list(tmp_path.iterdir()) == [target]
 
 
 def test_split_sentences_keeps_every_word():
