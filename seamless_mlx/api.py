@@ -97,6 +97,7 @@ class Result:
     audio: Optional[np.ndarray] = None
     sample_rate: int = SAMPLE_RATE
     segments: List[Segment] = field(default_factory=list)
+    error: Optional[str] = None  # set (and text empty) for an item of a list that could not be translated
 
     def to_srt(self) -> str:
         blocks = []
@@ -376,8 +377,14 @@ def translate(
     on_text: Optional[Callable[[str], None]] = None,
     no_repeat_ngram_size: Optional[int] = None,
     sampling_rate: int = SAMPLE_RATE,
-) -> Result:
+    batch_size: int = 16,
+) -> Union[Result, List[Result]]:
     """Translate text, an audio file or a 16 kHz waveform into ``tgt_lang`` text (and speech).
+
+    A list of sources gives a list of results in the same order, decoded in padded batches of up
+    to ``batch_size`` (:mod:`seamless_mlx.batch`); each result equals the one for its source
+    alone.  ``src_lang``/``tgt_lang`` may then be lists too (one per source).  A source that
+    cannot be translated gets a result with ``error`` set and empty text; the others are done.
 
     Args:
         source: text (needs ``src_lang``), an audio file path, or a mono float32 16 kHz array.
@@ -394,9 +401,16 @@ def translate(
         on_text: called with text as it is produced (per token for greedy text output).
         no_repeat_ngram_size: forbid repeating n-grams of this size in the text (0/None: off).
         sampling_rate: rate of an array ``source`` (resampled to 16 kHz); files carry their own.
+        batch_size: most sources (lines, recording pieces) decoded together for a list ``source``.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    if isinstance(source, (list, tuple)):
+        if on_text is not None:
+            raise ValueError("on_text streams one source; pass a single source, or drop on_text for a list.")
+        decoding = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
+        return _translate_list(list(source), tgt_lang, src_lang, speech, str(model), speaker_id, preset, decoding,
+                               max_segment_s, progress, quantize, sampling_rate, batch_size)
     if not isinstance(tgt_lang, str) or not tgt_lang:
         raise ValueError("tgt_lang is required, e.g. tgt_lang='fra'.")
     audio = _as_audio(source, sampling_rate)
@@ -484,8 +498,106 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
     return Result(text="\n".join(out_lines), audio=audio, segments=segments)
 
 
-def transcribe(audio, lang: str, **kw) -> Result:
-    """Speech recognition: ``translate`` of a recording into its own language ``lang``."""
+def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, preset, decoding, max_segment_s,
+                    progress, quantize, sampling_rate, batch_size) -> List[Result]:
+    """``translate`` of each source, in padded batches: each source is cut into jobs exactly as
+    alone (text lines, recording pieces), the jobs of a window of sources run together."""
+    from .batch import Job, run_jobs
+    from .segment import split_on_pauses
+
+    n = len(sources)
+    tgts, srcs = ([*v] if isinstance(v, (list, tuple)) else [v] * n for v in (tgt_lang, src_lang))
+    if len(tgts) != n or len(srcs) != n:
+        raise ValueError(f"give one tgt_lang/src_lang, or a list of {n} (one per source).")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, desc="Translating", unit="piece", file=sys.stderr)
+    results: List[Result] = []
+    window = max(4 * int(batch_size), 64)  # bounds the features held in memory at once
+    for w0 in range(0, n, window):
+        jobs: List[Job] = []
+        plans: Dict[int, Any] = {}  # item -> (is_text, [(job index or None, start, end)]) or an exception
+        for i in range(w0, min(n, w0 + window)):
+            try:
+                audio = _as_audio(sources[i], sampling_rate)
+                if audio is None and not sources[i].strip():
+                    raise ValueError("the input text is empty.")
+                if audio is None and not srcs[i]:
+                    raise ValueError("src_lang is required for text input (e.g. src_lang='eng').")
+                m, proc = get_model(model, ("s2" if audio is not None else "t2") + ("st" if speech else "tt"), quantize)
+                tgt = _check_request(m, tgts[i], speech, speaker_id)
+                base = dict(model=m, processor=proc, tgt_lang=tgt, speech=speech, speaker_id=speaker_id)
+                parts = []
+                if audio is None:
+                    src = _match_lang(srcs[i], proc.tokenizer.supported_languages or [srcs[i]]) or srcs[i]
+                    for line in sources[i].strip("\n").split("\n"):
+                        if not line.strip():
+                            parts.append((None, 0, 0))
+                            continue
+                        length = len(proc(text=line.strip(), src_lang=src)["input_ids"])
+                        jobs.append(Job(**base, text=line.strip(), src_lang=src, length=length,
+                                        gen_kwargs=generation_kwargs(preset, length, **decoding)))
+                        parts.append((len(jobs) - 1, 0, 0))
+                else:
+                    for a, b in split_on_pauses(audio, SAMPLE_RATE, max_segment_s=max_segment_s,
+                                                long_s=max(20.0, max_segment_s)):
+                        f = proc(audios=audio[a:b], sampling_rate=SAMPLE_RATE, return_tensors="np")
+                        frames = int(f["input_features"].shape[1])
+                        jobs.append(Job(**base, features=f["input_features"][0], feature_mask=f["attention_mask"][0],
+                                        length=frames, gen_kwargs=generation_kwargs(preset, math.ceil(frames / 8), **decoding)))
+                        parts.append((len(jobs) - 1, a, b))
+                plans[i] = (audio is None, parts)
+            except Exception as e:  # noqa: BLE001 - the item's own error, reported in its result
+                plans[i] = e
+        if bar is not None:
+            bar.total += len(jobs)
+            bar.refresh()
+        outs = run_jobs(jobs, batch_size, on_progress=bar.update if bar is not None else None)
+        for i in sorted(plans):
+            results.append(_assemble(plans[i], outs, speech))
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _assemble(plan, outs, speech: bool) -> Result:
+    """One item's ``Result`` from its jobs' outputs, laid out as ``translate`` does for it alone."""
+    if isinstance(plan, Exception):
+        return Result(text="", error=" ".join(str(plan).split()) or type(plan).__name__)
+    is_text, parts = plan
+    failed = [outs[j] for j, _, _ in parts if j is not None and isinstance(outs[j], Exception)]
+    if failed:
+        return Result(text="", error=" ".join(str(failed[0]).split()) or type(failed[0]).__name__)
+    lines, segments, waves, t = [], [], [], 0.0
+    gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
+    for j, a, b in parts:
+        if j is None:
+            lines.append("")
+            continue
+        o = outs[j]
+        lines.append(o.text)
+        if o.waveform is not None:
+            if waves:
+                waves.append(gap)
+                t += GAP_S
+            waves.append(o.waveform)
+        dur = len(o.waveform) / SAMPLE_RATE if o.waveform is not None else 0.0
+        segments.append(Segment(t, t + dur, o.text) if is_text else Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, o.text))
+        t += dur
+    text = "\n".join(lines) if is_text else " ".join(x for x in lines if x)
+    audio = np.concatenate(waves) if waves else (np.zeros(0, np.float32) if speech else None)
+    return Result(text=text, audio=audio, segments=segments)
+
+
+def transcribe(audio, lang: str, **kw) -> Union[Result, List[Result]]:
+    """Speech recognition: ``translate`` of a recording into its own language ``lang``.
+
+    A list of recordings gives a list of results (see ``translate``); a missing file in it gets
+    its error in its own result."""
+    if isinstance(audio, (list, tuple)):
+        return translate([Path(a) if isinstance(a, str) else a for a in audio], tgt_lang=lang, **kw)
     if isinstance(audio, str) and not looks_like_audio_path(audio):
         raise AudioFileNotFoundError(f"audio file not found: {audio!r} (check the path)")
     return translate(audio, tgt_lang=lang, **kw)

@@ -134,6 +134,8 @@ def _add_common(p):
                    help="forbid repeated n-grams of this size in the text (m4t_predict uses 4 when blocking is on)")
     p.add_argument("--max-segment-s", type=_segment_seconds, default=15.0,
                    help="long recordings are cut at pauses into pieces of at most this many seconds")
+    p.add_argument("--batch-size", type=_positive_int, default=16,
+                   help="sentences or recording pieces decoded together for documents and folders (default: 16)")
     _add_model_args(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     p.add_argument("--verbose", "-v", action="store_true", help="tracebacks and timings on stderr")
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{translate,transcribe,convert,languages,serve}")
 
     t = sub.add_parser("translate", help="translate text, stdin or an audio file into text or speech")
-    t.add_argument("input", help="text to translate, '-' for stdin, a .txt file, or an audio file")
+    t.add_argument("input", help="text to translate, '-' for stdin, an audio file, a .txt/.srt/.vtt document or a folder")
     t.add_argument("--tgt-lang", required=True, help="target language code, e.g. fra (see `seamless-mlx languages`)")
     t.add_argument("--src-lang", default=None, help="source language of text input, e.g. eng")
     mode = t.add_mutually_exclusive_group()
@@ -160,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(t)
 
     r = sub.add_parser("transcribe", help="speech recognition: an audio file to text or subtitles")
-    r.add_argument("audio", help="audio file (WAV, FLAC, OGG, MP3, ...)")
+    r.add_argument("audio", help="audio file (WAV, FLAC, OGG, MP3, ...) or a folder of them (with -o out/)")
     r.add_argument("--lang", required=True, help="language spoken in the recording, e.g. eng")
     r.add_argument("--format", choices=("txt", "srt", "vtt", "json"), default=None,
                    help="output format (default: from --output's extension, else txt)")
@@ -227,7 +229,10 @@ def _report_time(args, t0: float, result):
 
 def cmd_translate(args) -> int:
     from .api import looks_like_audio_path, translate
+    from .documents import cli_translate, is_document
 
+    if args.input != "-" and (os.path.isdir(args.input) or is_document(args.input)):
+        return cli_translate(args)  # a .txt/.srt/.vtt document or a folder
     log = _progress(args)
     out = Path(args.output) if args.output else None
     ext = out.suffix.lower() if out else ""
@@ -242,9 +247,6 @@ def cmd_translate(args) -> int:
     if args.input == "-":
         source = sys.stdin.read()
         is_audio = False
-    elif os.path.isdir(args.input):
-        raise UsageError(f"{args.input!r} is a folder; pass one audio file (examples/batch_translate_folder.py "
-                         "translates a whole folder).")
     elif os.path.isfile(args.input) and Path(args.input).suffix.lower() in (".txt", ".md"):
         source = Path(args.input).read_text(encoding="utf-8")  # a text file: translate its lines
         is_audio = False
@@ -289,7 +291,10 @@ def cmd_translate(args) -> int:
 
 def cmd_transcribe(args) -> int:
     from .api import Result, transcribe
+    from .documents import cli_transcribe
 
+    if os.path.isdir(args.audio):
+        return cli_transcribe(args)  # a folder of recordings
     log = _progress(args)
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix.lower() not in TEXT_FORMATS:

@@ -1,0 +1,444 @@
+"""Documents, subtitle files and folders: translated in batches, layout kept, safe to interrupt.
+
+* A ``.txt`` document: each line is cut into sentences, all sentences are translated in padded
+  batches (:func:`seamless_mlx.api.translate` on a list), and the lines are put back together;
+  blank lines, indentation and trailing spaces are kept, so paragraphs stay paragraphs.
+* A ``.srt``/``.vtt`` file: every cue's text is translated (its lines joined into one sentence,
+  the translation wrapped back onto as many lines); cue numbers, identifiers, timing lines
+  (with VTT cue settings), the ``WEBVTT`` header, ``NOTE``/``STYLE``/``REGION`` blocks and the
+  file's line endings are copied byte for byte.
+* A folder: one output per input, with the input's name, in the output folder.  Outputs that
+  exist already are skipped, so an interrupted run resumes where it stopped; each output is
+  written to a temporary file beside it and renamed, so a killed run never leaves a half-written
+  output.  A file that fails is reported at the end and the others are done.
+
+The parser is a small one of our own rather than ``srt``/``webvtt-py``: those rebuild timing
+lines from parsed times (``0:00:01,5`` comes back as ``00:00:01,500``) and renumber cues,
+while a translated subtitle file should differ from its source in the cue text only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from .api import AUDIO_EXTENSIONS, Result, transcribe, translate
+
+DOCUMENT_EXTENSIONS = (".txt", ".srt", ".vtt")
+SUBTITLE_EXTENSIONS = (".srt", ".vtt")
+
+__all__ = [
+    "DOCUMENT_EXTENSIONS", "is_document", "split_sentences", "translate_document", "translate_subtitles",
+    "translate_file", "parse_subtitles", "write_atomic", "FolderRun", "translate_folder", "transcribe_folder",
+]
+
+
+def is_document(path: str) -> bool:
+    """True for an existing ``.txt``/``.srt``/``.vtt`` file (a document, not text to translate)."""
+    return isinstance(path, str) and Path(path).suffix.lower() in DOCUMENT_EXTENSIONS and os.path.isfile(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Plain-text documents
+# --------------------------------------------------------------------------------------------
+
+# A sentence ends at . ! ? … (then any closing quotes/brackets) before white space, or at a
+# full-width end mark or the Devanagari danda, which need no space after them.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s)|[。！？।]+[\"'”’»)\]]*")
+
+
+def split_sentences(line: str) -> List[str]:
+    """``line`` cut into sentences (stripped, none empty).  Deliberately simple: a line that is one
+    paragraph becomes several inputs the model can handle, and a wrong cut only costs context."""
+    parts, start = [], 0
+    for m in _SENTENCE_END.finditer(line):
+        parts.append(line[start:m.end()])
+        start = m.end()
+    parts.append(line[start:])
+    return [s.strip() for s in parts if s.strip()]
+
+
+def translate_document(text: str, src_lang: str, tgt_lang: str, **kw) -> str:
+    """Translate a plain-text document, keeping its layout: every line is translated sentence by
+    sentence (all sentences in batches), blank lines and each line's leading/trailing white space
+    are kept.  ``kw`` goes to :func:`seamless_mlx.api.translate` (``model``, ``batch_size``, ...).
+    """
+    lines = text.split("\n")
+    pieces: List[Tuple[int, str]] = []  # (line number, sentence)
+    for n, line in enumerate(lines):
+        pieces.extend((n, s) for s in split_sentences(line))
+    if not pieces:
+        raise ValueError("the document has no text to translate.")
+    results = translate([s for _, s in pieces], tgt_lang=tgt_lang, src_lang=src_lang, **kw)
+    _raise_first_error(results, [f"line {n + 1}" for n, _ in pieces])
+    translated: Dict[int, List[str]] = {}
+    for (n, _), r in zip(pieces, results):
+        translated.setdefault(n, []).append(r.text)
+    out = []
+    for n, line in enumerate(lines):
+        if n not in translated:
+            out.append(line)
+            continue
+        lead = line[: len(line) - len(line.lstrip())]
+        trail = line[len(line.rstrip()):]
+        out.append(lead + " ".join(translated[n]) + trail)
+    return "\n".join(out)
+
+
+def _raise_first_error(results: List[Result], where: List[str]):
+    for w, r in zip(where, results):
+        if r.error:
+            raise ValueError(f"{w}: {r.error}")
+
+
+# --------------------------------------------------------------------------------------------
+# Subtitles (SRT, WebVTT)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cue:
+    """A subtitle cue: ``lines[text_start:text_end]`` of the file are its text lines."""
+
+    text_start: int
+    text_end: int
+
+    def text(self, lines: List[str]) -> str:
+        return " ".join(" ".join(lines[i].split()) for i in range(self.text_start, self.text_end)).strip()
+
+
+@dataclass
+class SubtitleFile:
+    lines: List[str]
+    newline: str = "\n"
+    bom: bool = False
+    cues: List[Cue] = field(default_factory=list)
+
+    def render(self, texts: Optional[List[str]] = None) -> str:
+        """The file with each cue's text replaced by ``texts[i]`` (wrapped onto as many lines as
+        the cue had), everything else as read; ``texts=None`` gives the file back unchanged."""
+        out: List[str] = []
+        pos = 0
+        for i, cue in enumerate(self.cues):
+            out.extend(self.lines[pos:cue.text_start])
+            if texts is None:
+                out.extend(self.lines[cue.text_start:cue.text_end])
+            else:
+                out.extend(_wrap(texts[i], max(1, cue.text_end - cue.text_start)))
+            pos = cue.text_end
+        out.extend(self.lines[pos:])
+        return ("\ufeff" if self.bom else "") + self.newline.join(out)
+
+
+def parse_subtitles(content: str) -> SubtitleFile:
+    """Find the cues of an SRT or WebVTT file.
+
+    Blocks are separated by blank lines; a block with a ``-->`` timing line is a cue, whose text
+    is every line after the timing line.  Blocks without one (``WEBVTT`` header, ``NOTE``,
+    ``STYLE``, ``REGION``) are kept as they are.
+    """
+    bom = content.startswith("\ufeff")
+    if bom:
+        content = content[1:]
+    newline = "\r\n" if "\r\n" in content else "\n"
+    lines = content.split(newline)
+    sub = SubtitleFile(lines=lines, newline=newline, bom=bom)
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and lines[j].strip():
+            j += 1
+        timing = next((k for k in range(i, j) if "-->" in lines[k]), None)
+        if timing is not None and timing + 1 < j:
+            sub.cues.append(Cue(timing + 1, j))
+        i = j
+    return sub
+
+
+def _wrap(text: str, n_lines: int) -> List[str]:
+    """``text`` over at most ``n_lines`` lines of similar length, cut between words."""
+    words = text.split()
+    if n_lines <= 1 or len(words) <= 1:
+        return [text]
+    target = len(text) / n_lines
+    out, cur = [], []
+    for w in words:
+        if cur and len(out) < n_lines - 1 and len(" ".join(cur + [w])) > target * 1.15:
+            out.append(" ".join(cur))
+            cur = []
+        cur.append(w)
+    out.append(" ".join(cur))
+    return out
+
+
+def translate_subtitles(content: str, tgt_lang: str, src_lang: str, **kw) -> str:
+    """Translate the cue texts of an SRT/VTT file given as text; all else is kept byte for byte."""
+    sub = parse_subtitles(content)
+    texts = [c.text(sub.lines) for c in sub.cues]
+    todo = [i for i, t in enumerate(texts) if t]
+    if not todo:
+        raise ValueError("the subtitle file has no cues with text.")
+    results = translate([texts[i] for i in todo], tgt_lang=tgt_lang, src_lang=src_lang, **kw)
+    _raise_first_error(results, [f"cue {i + 1}" for i in todo])
+    for i, r in zip(todo, results):
+        texts[i] = r.text
+    return sub.render(texts)
+
+
+def translate_file(path: Union[str, os.PathLike], tgt_lang: str, src_lang: Optional[str], **kw) -> str:
+    """The translation of a ``.txt``, ``.srt`` or ``.vtt`` file, as the text of the same format."""
+    path = Path(path)
+    if not src_lang:
+        raise ValueError(f"{path.name}: --src-lang is required for text documents (e.g. --src-lang eng).")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:  # newline="": CRLF files stay CRLF
+            content = f.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name} is not UTF-8 text; save it as UTF-8 and try again.") from None
+    if path.suffix.lower() in SUBTITLE_EXTENSIONS:
+        return translate_subtitles(content, tgt_lang, src_lang, **kw)
+    return translate_document(content, src_lang, tgt_lang, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing outputs and folder runs
+# --------------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Union[str, os.PathLike], content: str) -> Path:
+    """Write ``content`` to a temporary file beside ``path``, then rename it onto ``path``: a
+    reader (or a rerun after a kill) sees either no file or the whole of it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; an output gets the usual mode
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_partials(folder: Path, name: str):
+    """Temporary files a killed run left for ``name`` (only ours: ``.NAME.*.partial``)."""
+    for p in folder.glob(f".{_glob_escape(name)}.*.partial"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+@dataclass
+class FolderRun:
+    """What a folder run did: outputs written, skipped (already there) and failed with reasons."""
+
+    done: List[Path] = field(default_factory=list)
+    skipped: List[Path] = field(default_factory=list)
+    failed: List[Tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        line = f"{len(self.done)} done, {len(self.skipped)} skipped (already there), {len(self.failed)} failed"
+        if self.failed:
+            line += ": " + "; ".join(f"{p.name}: {why}" for p, why in self.failed)
+        return line
+
+
+def plan_folder(in_dir, out_dir, inputs: Callable[[Path], bool], output_name: Callable[[Path], str]) -> List[Tuple[Path, Path]]:
+    """``(input, output)`` pairs for the files of ``in_dir`` that ``inputs`` accepts, checked before
+    any work: the output folder is not a file, no output is an input, no two inputs share an output."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise ValueError(f"{in_dir} is not a folder.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"the output {out_dir} is a file; give a folder for a folder of inputs (-o out/).")
+    files = sorted(p for p in in_dir.iterdir() if p.is_file() and not p.name.startswith(".") and inputs(p))
+    if not files:
+        raise ValueError(f"{in_dir} has no files to process (audio, .txt, .srt or .vtt).")
+    pairs, seen = [], {}
+    for f in files:
+        o = out_dir / output_name(f)
+        if o.resolve() == f.resolve():
+            raise ValueError(f"the output for {f.name} would overwrite it; choose another output folder (-o).")
+        if o.name in seen:
+            raise ValueError(f"{seen[o.name]} and {f.name} would both write {o.name}; move one of them.")
+        seen[o.name] = f.name
+        pairs.append((f, o))
+    return pairs
+
+
+def run_folder(
+    pairs: List[Tuple[Path, Path]],
+    work: Callable[[List[Path]], List[Union[str, Exception]]],
+    chunk: int,
+    progress: bool = True,
+) -> FolderRun:
+    """Produce each missing output: ``work(inputs)`` gives the contents (or an exception) of up to
+    ``chunk`` inputs at a time, written atomically as soon as they are ready."""
+    from tqdm import tqdm
+
+    run = FolderRun()
+    todo = []
+    for f, o in pairs:
+        if o.exists():
+            run.skipped.append(o)
+        else:
+            todo.append((f, o))
+    if todo:
+        todo[0][1].parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(todo), unit="file", file=sys.stderr, disable=not progress or not sys.stderr.isatty())
+    for k in range(0, len(todo), chunk):
+        part = todo[k:k + chunk]
+        try:
+            outs = work([f for f, _ in part])
+        except Exception:  # noqa: BLE001 - a failing chunk: retry its files one by one
+            outs = []
+            for f, _ in part:
+                try:
+                    outs.extend(work([f]))
+                except Exception as e:  # noqa: BLE001 - reported in the summary; the others go on
+                    outs.append(e)
+        for (f, o), content in zip(part, outs):
+            if isinstance(content, Exception):
+                run.failed.append((f, " ".join(str(content).split()) or type(content).__name__))
+            else:
+                _remove_stale_partials(o.parent, o.name)
+                write_atomic(o, content)
+                run.done.append(o)
+            bar.update(1)
+    bar.close()
+    return run
+
+
+def _error_or(r: Result, content: Callable[[Result], str]):
+    return ValueError(r.error) if r.error else content(r)
+
+
+TRANSCRIPT_FORMATS: Dict[str, Callable[[Result], str]] = {
+    "txt": lambda r: r.text + "\n",
+    "srt": Result.to_srt,
+    "vtt": Result.to_vtt,
+    "json": lambda r: r.to_json() + "\n",
+}
+
+
+def _is_audio(p: Path) -> bool:
+    return p.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def transcribe_folder(in_dir, out_dir, lang: str, fmt: str = "txt", batch_size: int = 16, progress: bool = True,
+                      **kw) -> FolderRun:
+    """Transcribe every audio file of ``in_dir`` into ``out_dir/<name>.<fmt>`` (resumable)."""
+    if fmt not in TRANSCRIPT_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(TRANSCRIPT_FORMATS)}.")
+    pairs = plan_folder(in_dir, out_dir, _is_audio, lambda f: f"{f.stem}.{fmt}")
+
+    def work(files):
+        results = transcribe([str(f) for f in files], lang=lang, batch_size=batch_size, **kw)
+        return [_error_or(r, TRANSCRIPT_FORMATS[fmt]) for r in results]
+
+    return run_folder(pairs, work, chunk=batch_size, progress=progress)
+
+
+def translate_folder(in_dir, out_dir, tgt_lang: str, src_lang: Optional[str] = None, batch_size: int = 16,
+                     progress: bool = True, **kw) -> FolderRun:
+    """Translate every audio file and document of ``in_dir`` into ``out_dir`` (resumable):
+    ``x.txt``/``x.srt``/``x.vtt`` -> the same name and format, audio ``x.wav`` -> ``x.txt``."""
+    pairs = plan_folder(in_dir, out_dir, lambda f: _is_audio(f) or f.suffix.lower() in DOCUMENT_EXTENSIONS,
+                        lambda f: f.name if f.suffix.lower() in DOCUMENT_EXTENSIONS else f"{f.stem}.txt")
+
+    def work(files):
+        audio = [f for f in files if _is_audio(f)]
+        done: Dict[Path, Union[str, Exception]] = {}
+        if audio:
+            results = translate([str(f) for f in audio], tgt_lang=tgt_lang, batch_size=batch_size, **kw)
+            done.update((f, _error_or(r, TRANSCRIPT_FORMATS["txt"])) for f, r in zip(audio, results))
+        for f in files:
+            if f not in done:
+                try:
+                    done[f] = translate_file(f, tgt_lang, src_lang, batch_size=batch_size, **kw)
+                except Exception as e:  # noqa: BLE001 - reported in the summary; the others go on
+                    done[f] = e
+        return [done[f] for f in files]
+
+    return run_folder(pairs, work, chunk=batch_size, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (``seamless-mlx translate/transcribe`` with a document or a folder)
+# --------------------------------------------------------------------------------------------
+
+
+def _api_options(args) -> dict:
+    return dict(model=args.model, quantize=args.quantize, num_beams=args.num_beams, preset=args.preset,
+                max_new_tokens=args.max_new_tokens, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                max_segment_s=args.max_segment_s, batch_size=args.batch_size)
+
+
+def _finish(run: FolderRun) -> int:
+    print(run.summary(), file=sys.stderr, flush=True)
+    return 2 if run.failed else 0
+
+
+def cli_translate(args) -> int:
+    """``seamless-mlx translate`` of a ``.txt``/``.srt``/``.vtt`` file or of a folder."""
+    out = Path(args.output) if args.output else None
+    if args.speech or (out is not None and out.suffix.lower() in (".wav", ".flac")):
+        raise ValueError("speech output takes one text or recording at a time; drop --speech (and the "
+                         ".wav/.flac output) to translate a document or folder into text.")
+    progress = not args.quiet and sys.stderr.isatty()
+    if os.path.isdir(args.input):
+        if out is None:
+            raise ValueError("a folder needs an output folder: add -o translated/.")
+        return _finish(translate_folder(args.input, out, args.tgt_lang, args.src_lang, progress=not args.quiet,
+                                        **_api_options(args)))
+    src = Path(args.input)
+    if out is not None:
+        if out.suffix.lower() != src.suffix.lower():
+            raise ValueError(f"a {src.suffix} document translates into a {src.suffix} file; name the output "
+                             f"{out.stem}{src.suffix}.")
+        if out.resolve() == src.resolve():
+            raise ValueError(f"the output would overwrite the input {src.name}; choose another name (-o).")
+        if not out.parent.is_dir():
+            raise ValueError(f"the output folder {out.parent} does not exist; create it first.")
+    content = translate_file(src, args.tgt_lang, args.src_lang, progress=progress, **_api_options(args))
+    if out is None:
+        sys.stdout.write(content if content.endswith("\n") else content + "\n")
+        return 0
+    write_atomic(out, content)
+    if not args.quiet:
+        print(f"Wrote {out}.", file=sys.stderr, flush=True)
+    return 0
+
+
+def cli_transcribe(args) -> int:
+    """``seamless-mlx transcribe`` of a folder of recordings."""
+    if not args.output:
+        raise ValueError("a folder needs an output folder: add -o transcripts/.")
+    opts = _api_options(args)
+    return _finish(transcribe_folder(args.audio, args.output, args.lang, args.format or "txt",
+                                     progress=not args.quiet, **opts))

@@ -1,0 +1,200 @@
+"""Documents, subtitles and folders through the ``seamless-mlx`` command, as a user runs them.
+
+Layout checks are exact (bytes of every non-text line, cue numbering and timings parsed back with
+the ``srt`` package); translated text is compared with the Python API on the same pieces.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import srt
+
+from seamless_mlx.api import transcribe, translate
+from seamless_mlx.documents import parse_subtitles, split_sentences, write_atomic
+
+SR = 16000
+FAST = ["--max-new-tokens", "5"]
+
+SRT = (
+    "1\r\n00:00:01,000 --> 00:00:02,500\r\nHello world,\r\nhow are you today?\r\n\r\n"
+    "2\r\n00:00:03,250 --> 00:00:05,000\r\nGoodbye.\r\n\r\n"
+    "3\r\n01:02:03,004 --> 01:02:04,005\r\nThe quick brown fox jumps over the lazy dog.\r\n"
+)
+VTT = (
+    "WEBVTT - a film\n\nNOTE keep this note\n\nSTYLE\n::cue { color: yellow }\n\n"
+    "intro\n00:01.000 --> 00:02.000 align:start position:10%\nHello there.\n\n"
+    "00:00:03.000 --> 00:00:04.500\nGood night,\nsleep well.\n"
+)
+DOC = (
+    "Hello world. How are you today?\n"
+    "\n"
+    "  An indented paragraph, with two sentences! It goes on.  \n"
+    "The quick brown fox jumps over the lazy dog.\n"
+    "\n"
+    "\n"
+    "Last line.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def mlx_model(tiny_checkpoint, tmp_path_factory):
+    from seamless_mlx.convert import convert
+
+    return str(convert(tiny_checkpoint, tmp_path_factory.mktemp("conv") / "mlx"))
+
+
+@pytest.fixture(scope="module")
+def cli(mlx_model, tmp_path_factory):
+    env = dict(os.environ, SEAMLESS_MLX_CACHE=str(tmp_path_factory.mktemp("cache")), HF_HUB_OFFLINE="1",
+               PYTHONIOENCODING="utf-8")
+    cwd = tmp_path_factory.mktemp("work")
+
+    def argv(*args):
+        return [sys.executable, "-m", "seamless_mlx.cli", *map(str, args), "--model", mlx_model, *FAST]
+
+    def run(*args):
+        return subprocess.run(argv(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+    run.cwd, run.argv, run.env = cwd, argv, env
+    return run
+
+
+def _write_clips(folder, n, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        t = np.arange(int(rng.uniform(0.5, 1.5) * SR)) / SR
+        x = 0.2 * np.sin(2 * np.pi * rng.uniform(150, 600) * t) + 0.05 * rng.standard_normal(t.size)
+        sf.write(folder / f"clip{k:02d}.wav", x.astype(np.float32), SR)
+    return sorted(folder.glob("*.wav"))
+
+
+def test_write_atomic_never_leaves_a_partial_output(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("the previous output", encoding="utf-8")
+    with pytest.raises(UnicodeEncodeError):  # fails half-way through writing
+        write_atomic(target, "a new output " * 1000 + "\ud800")
+    assert target.read_text(encoding="utf-8") == "the previous output"
+    assert list(tmp_path.iterdir()) == [target]  # no temporary file left behind
+    write_atomic(target, "done\n")
+    assert target.read_text(encoding="utf-8") == "done\n" and list(tmp_path.iterdir()) == [target]
+
+
+def test_split_sentences_keeps_every_word():
+    line = "Hello world. How are you?  Fine!\u00a0Thanks… «Oui.» 你好。再见！"
+    parts = split_sentences(line)
+    assert parts == ["Hello world.", "How are you?", "Fine!", "Thanks…", "«Oui.»", "你好。", "再见！"]
+    assert split_sentences("No end mark") == ["No end mark"] and split_sentences("   ") == []
+
+
+@pytest.mark.parametrize("content,cues", [(SRT, 3), (VTT, 2), ("\ufeff" + SRT.replace("\r\n", "\n"), 3)])
+def test_subtitle_parser_round_trips_byte_for_byte(content, cues):
+    sub = parse_subtitles(content)
+    assert sub.render() == content
+    assert len(sub.cues) == cues
+    assert sub.render([f"cue {i}" for i in range(cues)]).count("-->") == cues
+
+
+def test_srt_translation_keeps_cues_numbering_and_timings(cli, mlx_model):
+    (cli.cwd / "film.srt").write_bytes(SRT.encode())
+    r = cli("translate", "film.srt", "--src-lang", "eng", "--tgt-lang", "spa", "-o", "film.spa.srt")
+    assert r.returncode == 0, r.stderr
+    out = (cli.cwd / "film.spa.srt").read_bytes().decode()
+    src_cues, out_cues = list(srt.parse(SRT)), list(srt.parse(out))
+    assert [(c.index, c.start, c.end) for c in out_cues] == [(c.index, c.start, c.end) for c in src_cues]
+    src_lines, out_lines = SRT.split("\r\n"), out.split("\r\n")
+    for a, b in zip(src_lines, out_lines):  # every number and timing line byte for byte, CRLF kept
+        if a.isdigit() or "-->" in a or not a:
+            assert a == b
+    expected = translate(["Hello world, how are you today?", "Goodbye.", "The quick brown fox jumps over the lazy dog."],
+                         tgt_lang="spa", src_lang="eng", model=mlx_model, max_new_tokens=5)
+    assert [" ".join(c.content.split()) for c in out_cues] == [" ".join(e.text.split()) for e in expected]
+
+
+def test_vtt_translation_keeps_header_notes_settings_and_timings(cli):
+    (cli.cwd / "film.vtt").write_text(VTT, encoding="utf-8")
+    r = cli("translate", "film.vtt", "--src-lang", "eng", "--tgt-lang", "fra", "-o", "film.fra.vtt")
+    assert r.returncode == 0, r.stderr
+    out = (cli.cwd / "film.fra.vtt").read_text(encoding="utf-8")
+    src, got = parse_subtitles(VTT), parse_subtitles(out)
+    assert len(got.cues) == len(src.cues) == 2
+    kept = lambda sub: [ln for i, ln in enumerate(sub.lines)  # noqa: E731
+                        if not any(c.text_start <= i < c.text_end for c in sub.cues)]
+    assert kept(got) == kept(src)
+
+
+def test_txt_document_keeps_paragraphs_blank_lines_and_indentation(cli, mlx_model):
+    (cli.cwd / "doc.txt").write_text(DOC, encoding="utf-8")
+    r = cli("translate", "doc.txt", "--src-lang", "eng", "--tgt-lang", "fra", "-o", "doc.fra.txt")
+    assert r.returncode == 0, r.stderr
+    src, out = DOC.split("\n"), (cli.cwd / "doc.fra.txt").read_text(encoding="utf-8").split("\n")
+    assert len(out) == len(src)
+    assert [i for i, s in enumerate(out) if not s] == [i for i, s in enumerate(src) if not s]
+    assert out[2].startswith("  ") and out[2].endswith("  ") and not out[2].startswith("   ")
+    sentences = split_sentences(src[2])
+    assert len(sentences) == 2
+    one = [translate(s, tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=5).text for s in sentences]
+    assert out[2].strip() == " ".join(one)
+
+
+def test_folder_reports_a_corrupt_file_and_does_the_rest(cli):
+    folder = cli.cwd / "mixed"
+    _write_clips(folder, 3)
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    (folder / "notes.txt").write_text("Hello world.\n\nGoodbye.\n", encoding="utf-8")
+    r = cli("translate", folder, "--src-lang", "eng", "--tgt-lang", "fra", "-o", cli.cwd / "mixed_out")
+    assert r.returncode == 2
+    summary = r.stderr.strip().splitlines()[-1]
+    assert summary.startswith("4 done, 0 skipped (already there), 1 failed: broken.wav: ") and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (cli.cwd / "mixed_out").iterdir()) == [
+        "clip00.txt", "clip01.txt", "clip02.txt", "notes.txt"]
+    notes = (cli.cwd / "mixed_out" / "notes.txt").read_text(encoding="utf-8").split("\n")
+    assert len(notes) == 4 and notes[0] and notes[1] == "" and notes[2] and notes[3] == ""
+
+
+def test_folder_run_killed_midway_resumes_without_redoing_or_half_written_outputs(cli, mlx_model):
+    clips = _write_clips(cli.cwd / "interviews", 40, seed=1)
+    out = cli.cwd / "transcripts"
+    argv = cli.argv("transcribe", cli.cwd / "interviews", "--lang", "eng", "--format", "srt", "-o", out,
+                    "--batch-size", "1")
+    proc = subprocess.Popen(argv, env=cli.env, cwd=cli.cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if out.is_dir() and any(p.suffix == ".srt" and not p.name.startswith(".") for p in out.iterdir()):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir() if p.suffix == ".srt"}
+    assert 0 < len(before) < len(clips)
+
+    r = subprocess.run(argv, env=cli.env, cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"{len(clips) - len(before)} done, {len(before)} skipped (already there), 0 failed")
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()}
+    assert sorted(after) == sorted(f"{c.stem}.srt" for c in clips)  # and no temporary files left
+    assert all(after[name] == stat for name, stat in before.items())  # finished outputs not redone
+    expected = transcribe([str(c) for c in clips], lang="eng", model=mlx_model, max_new_tokens=5)
+    for c, e in zip(clips, expected):  # every output whole: what a single run writes
+        assert (out / f"{c.stem}.srt").read_text(encoding="utf-8") == e.to_srt()
+
+
+def test_document_errors_are_one_line_before_any_work(cli):
+    (cli.cwd / "doc2.txt").write_text("Hello.\n", encoding="utf-8")
+    r = cli("translate", "doc2.txt", "--tgt-lang", "fra", "-o", "doc2.fra.txt")
+    assert r.returncode == 2 and "--src-lang is required" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("translate", "doc2.txt", "--src-lang", "eng", "--tgt-lang", "fra", "-o", "doc2.fra.srt")
+    assert r.returncode == 2 and "name the output doc2.fra.txt" in r.stderr
+    r = cli("translate", "doc2.txt", "--src-lang", "eng", "--tgt-lang", "fra", "-o", "doc2.txt")
+    assert r.returncode == 2 and "overwrite" in r.stderr
+    assert (cli.cwd / "doc2.txt").read_text(encoding="utf-8") == "Hello.\n"
+    r = cli("translate", cli.cwd, "--tgt-lang", "fra")
+    assert r.returncode == 2 and "-o" in r.stderr
