@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import mlx.core as mx
 import numpy as np
 
-from .generation import check_lang, generate_text, normalise_lang, split_kwargs, synthesize
+from .generate import GenerateOptions, check_target, decode_text, normalise_lang, split_kwargs, synthesize
 
 __all__ = ["Job", "JobOutput", "run_jobs", "batches"]
 
@@ -115,21 +115,19 @@ def _run_batch(group: List[Job]) -> List[JobOutput]:
     model, processor = first.model, first.processor
     gen = model.generation_config
     tgt = normalise_lang(first.tgt_lang)
-    check_lang(tgt, gen.text_decoder_lang_to_code_id, "text output")
-    if first.speech:
-        check_lang(tgt, gen.vocoder_lang_code_to_id, "speech output")
+    check_target(model, tgt, first.speech, first.speaker_id)
+    text_opts, speech_opts = split_kwargs(dict(first.gen_kwargs))
+    options = GenerateOptions.resolve(gen, text_opts, speech_opts)
     if first.text is not None:
         enc = processor(text=[j.text for j in group], src_lang=first.src_lang, padding=True, return_tensors="mlx")
         memory, mask = model.encode(input_ids=enc["input_ids"], attention_mask=enc.get("attention_mask"))
     else:
         memory, mask = _encode_clips(model, [(j.features, j.feature_mask) for j in group])
-    text_opts, speech_opts = split_kwargs(dict(first.gen_kwargs))
-    start = text_opts.get("decoder_start_token_id", gen.decoder_start_token_id)
+    start = options.decoder_start_token_id
     prefix = mx.array([[start, gen.text_decoder_lang_to_code_id[tgt]]] * len(group), dtype=mx.int32)
-    out = generate_text(model, memory, mask, prefix, text_opts, collect_hidden=first.speech)
+    out = decode_text(model, memory, mask, prefix, options, collect_hidden=first.speech)
     seqs = np.array(out.sequences)
-    eos = text_opts.get("eos_token_id", gen.eos_token_id)
-    eos = set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    eos = set(options.eos_token_id)
     results = []
     for r in range(len(group)):
         ids = _trim(seqs[r].tolist(), eos, prefix.shape[1])
@@ -139,7 +137,7 @@ def _run_batch(group: List[Job]) -> List[JobOutput]:
             # waveform would differ from the job's own; they cost little next to the decoder
             n = len(ids)
             w, wl, _ = synthesize(model, out.sequences[r : r + 1, :n], out.decoder_hidden_states[r : r + 1, : n - 1],
-                                  tgt, first.speaker_id, speech_opts)
+                                  tgt, first.speaker_id, options)
             mx.eval(w, wl)
             wav = np.array(w[0, : int(wl[0].item())], dtype=np.float32)
         text = processor.decode(ids, skip_special_tokens=True).strip()
