@@ -41,10 +41,13 @@ down"; transformers would raise, or silently take only the first channel):
 from __future__ import annotations
 
 import functools
+import io
 import os
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+
+from .fileio import atomic_write
 
 SAMPLE_RATE = 16000
 
@@ -57,6 +60,9 @@ PREEMPHASIS = 0.97
 MEL_FLOOR = 1.192092955078125e-07  # float32 machine epsilon, as in Kaldi
 MIN_FREQUENCY = 20.0
 NORM_EPS = 1e-7
+
+# File extensions whose libsndfile format name is not the extension itself.
+_SOUNDFILE_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".oga": "OGG", ".opus": "OGG"}
 
 # Frames per FFT batch: bounds the temporary complex buffer (~8 MB) on hour-long inputs.
 _FRAMES_PER_CHUNK = 4096
@@ -243,7 +249,7 @@ def save_wav(
     Samples are clipped to ``[-1, 1]``. The default ``subtype`` is 16-bit PCM (``"PCM_16"``) for
     ``.wav``/``.flac``/``.aiff`` and libsndfile's default for other extensions; pass
     ``subtype="FLOAT"`` for a 32-bit float WAV. A 2-D ``(samples, channels)`` array is written as
-    is (multi-channel).
+    is (multi-channel).  The file is replaced atomically (temporary file beside it, then a rename).
     """
     import soundfile as sf
 
@@ -254,11 +260,18 @@ def save_wav(
     if x.ndim not in (1, 2):
         raise ValueError(f"expected a 1-D waveform (or 2-D samples x channels), got shape {x.shape}")
     x = np.clip(np.nan_to_num(x), -1.0, 1.0)
-    if subtype is None:
-        ext = os.path.splitext(os.fsdecode(path))[1].lower()
-        if ext in (".wav", ".flac", ".aif", ".aiff"):
-            subtype = "PCM_16"
-    sf.write(os.fsdecode(path), x, int(sampling_rate), subtype=subtype)
+    ext = os.path.splitext(os.fsdecode(path))[1].lower()
+    if subtype is None and ext in (".wav", ".flac", ".aif", ".aiff"):
+        subtype = "PCM_16"
+    fmt = _SOUNDFILE_FORMATS.get(ext, ext[1:].upper())
+    if fmt not in sf.available_formats():
+        raise ValueError(f"cannot write audio as {ext or 'a file without extension'!r}; use .wav or .flac.")
+    # Encoded in memory, then written beside the target and renamed over it: a full disk or a kill
+    # never leaves a truncated file where an earlier one was (libsndfile's own writes would).
+    buf = io.BytesIO()
+    sf.write(buf, x, int(sampling_rate), subtype=subtype, format=fmt)
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getbuffer())
 
 
 # --------------------------------------------------------------------------------------------
