@@ -23,7 +23,7 @@ from typing import Dict, Optional
 
 import mlx.core as mx
 
-from .fileio import aside_name, clean_stale_temps, exit_on_sigterm, make_temp_dir, target_lock
+from .fileio import aside_name, clean_stale_temp_folders, exit_on_sigterm, make_temp_dir, target_lock
 from .loading import (
     DTYPES,
     FORMAT_KEY,
@@ -99,7 +99,7 @@ def convert(
     config, config_dict = check_source(src)
     _make_parent(out)
     with target_lock(out, wait=wait):
-        clean_stale_temps(out, folders=True)
+        clean_stale_temp_folders(out)
         check_target(out, src, force)  # made by another process while this one waited
         weights = read_weights(src)
         if not is_converted(src):

@@ -13,7 +13,7 @@ deleted:
   it, removed on release);
 * temporary files and folders are named ``.NAME.tmp-<pid>-<start>-<random>`` after the process
   that made them, so a later writer of the same target removes them only once it can prove that
-  process is gone (:func:`clean_stale_temps`).
+  process is gone (:func:`clean_stale_temp_files`, :func:`clean_stale_temp_folders`).
 """
 
 from __future__ import annotations
@@ -95,6 +95,10 @@ def _temp_re(name: str):
     return re.compile(rf"^\.{re.escape(name)}\.(tmp|old)-(?:(\d+)-(\d+)-[A-Za-z0-9_]+|([A-Za-z0-9_]{{8}})|(\d+))$")
 
 
+# A temporary file of atomic_write: ``.NAME.tmp-<pid>-<start>-<random>``.
+_TEMP_FILE = re.compile(r"^\..+\.tmp-(\d+)-(\d+)-[A-Za-z0-9_]+$")
+
+
 def _newest_mtime(path: Path) -> float:
     newest = path.lstat().st_mtime
     with contextlib.suppress(OSError):
@@ -103,48 +107,63 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def clean_stale_temps(target: PathLike, folders: bool = False) -> List[Path]:
-    """Remove the dead temporary files (or, with ``folders``, folders) of ``target``; return them.
+def clean_stale_temp_folders(target: PathLike) -> List[Path]:
+    """Remove the temporary folders of ``target`` left by dead writers; return them.
 
-    Only entries named like this module's temporaries of ``target`` are considered, and only those
-    whose owner process is provably gone.  Folders are cleaned only by a caller that holds
-    :func:`target_lock` on ``target``: then no live writer can own one, and a folder left by an
-    older converter (no owner in its name) is removed once untouched for :data:`STALE_AGE_S`.
-    A ``.NAME.old-*`` folder (the previous version, moved aside while a new one was renamed in)
-    is put back when ``target`` is missing, else removed.
+    Call it holding :func:`target_lock` on ``target``: then no live writer can own one.  Only
+    folders named like this module's temporaries of ``target`` are considered: those naming their
+    owner process when it is provably gone, those of older converters (no owner in the name) once
+    untouched for :data:`STALE_AGE_S`.  A ``.NAME.old-*`` folder (the previous version, moved
+    aside while the new one was renamed in) is put back when ``target`` is missing, else removed.
     """
     target = Path(target)
     pattern = _temp_re(target.name)
     removed: List[Path] = []
     try:
-        entries = list(os.scandir(target.parent))
+        entries = sorted(os.scandir(target.parent), key=lambda e: e.name)
     except OSError:
         return removed
-    for entry in sorted(entries, key=lambda e: e.name):
+    for entry in entries:
         m = pattern.match(entry.name)
-        if not m or entry.is_symlink():
+        if not m or not entry.is_dir(follow_symlinks=False):
             continue
         path = Path(entry.path)
         kind, pid, start, legacy_tmp, legacy_pid = m.groups()
-        if folders != entry.is_dir(follow_symlinks=False) or not (folders or entry.is_file(follow_symlinks=False)):
-            continue
         if pid is not None:
             dead = process_gone(int(pid), int(start))
         elif legacy_pid is not None:
-            dead = folders and kind == "old" and process_gone(int(legacy_pid), 0)
+            dead = kind == "old" and process_gone(int(legacy_pid), 0)
         else:
-            dead = folders and time.time() - _newest_mtime(path) > STALE_AGE_S
+            dead = time.time() - _newest_mtime(path) > STALE_AGE_S
         if not dead:
             continue
-        if kind == "old" and folders and not target.exists():
+        if kind == "old" and not target.exists():
             os.rename(path, target)  # killed between moving the old version aside and renaming the new in
             continue
-        if folders:
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
+    return removed
+
+
+_cleaned_folders = set()
+
+
+def clean_stale_temp_files(folder: PathLike) -> List[Path]:
+    """Remove the temporary files of :func:`atomic_write` in ``folder`` whose writer process is
+    provably gone (killed mid-write); return them.  Done once per folder and process, so that
+    writing many files into one folder does not list it each time."""
+    folder = os.path.realpath(folder)
+    removed: List[Path] = []
+    if folder in _cleaned_folders:
+        return removed
+    _cleaned_folders.add(folder)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _TEMP_FILE.match(entry.name)
+            if m and entry.is_file(follow_symlinks=False) and process_gone(int(m.group(1)), int(m.group(2))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
     return removed
 
 
@@ -248,7 +267,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
     target = Path(os.path.realpath(given))
     if target.is_dir():
         raise IsADirectoryError(f"cannot write {given}: it is a folder")
-    clean_stale_temps(target)
+    clean_stale_temp_files(target.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-{owner_tag()}-", dir=target.parent)
     except OSError as e:
@@ -346,7 +365,7 @@ def target_lock(target: PathLike, wait: bool = False, on_wait: Optional[Callable
     ``on_wait(" (pid N)")`` once first), else raise :class:`LockedError`.  The kernel releases
     the lock of a killed process, so holding it proves no other writer of ``target`` is alive.
     """
-    path = lock_path(Path(os.path.abspath(target)))
+    path = lock_path(Path(os.path.realpath(target)))
     with _locks_guard:
         entry = _locks.setdefault(path, [threading.RLock(), None, 0])
     if not entry[0].acquire(blocking=wait):
@@ -394,7 +413,8 @@ __all__ = [
     "WriteError",
     "atomic_write",
     "check_output_path",
-    "clean_stale_temps",
+    "clean_stale_temp_files",
+    "clean_stale_temp_folders",
     "exit_on_sigterm",
     "make_temp_dir",
     "target_lock",
