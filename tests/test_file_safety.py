@@ -128,8 +128,8 @@ def test_output_path_is_checked_before_any_model_work(hf, env, tmp_path, wav):
         r = run(["translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "-o", out + ".txt", "--model", hf,
                  *FAST], env, tmp_path)
         assert why in one_line_error(r), r.stderr
-        r = run(["transcribe", wav, "--lang", "eng", "-o", out + ".srt", "--model", hf, *FAST], env, tmp_path)
-        assert why in one_line_error(r), r.stderr
+    r = run(["transcribe", wav, "--lang", "eng", "-o", "a_folder.srt", "--model", hf, *FAST], env, tmp_path)
+    assert "is a folder" in one_line_error(r), r.stderr
     assert os.listdir(env["SEAMLESS_MLX_CACHE"]) == []
 
 
