@@ -47,8 +47,6 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .fileio import atomic_write
-
 SAMPLE_RATE = 16000
 
 # Fixed analysis parameters of SeamlessM4T's front end (they do not follow sampling_rate in
@@ -268,6 +266,8 @@ def save_wav(
         raise ValueError(f"cannot write audio as {ext or 'a file without extension'!r}; use .wav or .flac.")
     # Encoded in memory, then written beside the target and renamed over it: a full disk or a kill
     # never leaves a truncated file where an earlier one was (libsndfile's own writes would).
+    from .fileio import atomic_write  # here, not at the top: the feature code loads as a lone file
+
     buf = io.BytesIO()
     sf.write(buf, x, int(sampling_rate), subtype=subtype, format=fmt)
     with atomic_write(path, "wb") as f:
