@@ -13,6 +13,7 @@ target and renamed at the end: a failed conversion leaves nothing behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -97,7 +98,22 @@ def convert(
     src = resolve(hf_path)
     check_target(out, src, force)
     config, config_dict = check_source(src)
-    _make_parent(out)
+    made = _make_parent(out)
+    try:
+        _convert_locked(out, src, hf_path, config, config_dict, dtype, quantize, q_bits, q_group_size, force,
+                        shard_bytes, wait)
+    except BaseException:
+        for folder in reversed(made):  # the folders made for the output, when still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    if upload_repo:
+        upload(out, upload_repo)
+    return out
+
+
+def _convert_locked(out, src, hf_path, config, config_dict, dtype, quantize, q_bits, q_group_size, force,
+                    shard_bytes, wait):
     with target_lock(out, wait=wait):
         clean_stale_temp_folders(out)
         check_target(out, src, force)  # made by another process while this one waited
@@ -116,9 +132,6 @@ def convert(
             weights, qconf = quantize_weights(config, weights, q_bits, q_group_size)
             config_dict["quantization"] = qconf
         _write_folder(out, src, hf_path, weights, config_dict, dtype, quantize, shard_bytes)
-    if upload_repo:
-        upload(out, upload_repo)
-    return out
 
 
 def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype, quantize, shard_bytes):
@@ -130,6 +143,9 @@ def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype
         for name in SIDE_FILES:
             if name != "config.json" and (src / name).exists():
                 shutil.copy2(src / name, tmp / name)
+        for spm in src.glob("*.model"):  # a tokenizer under another name than sentencepiece.bpe.model
+            if not (tmp / spm.name).exists():
+                shutil.copy2(spm, tmp / spm.name)
         if quantize or not (tmp / "README.md").exists() or is_converted(src):  # never another folder's card
             write_model_card(tmp, source_name, dtype, config_dict.get("quantization"), name=out.name)
         for entry in os.scandir(tmp):
@@ -148,7 +164,9 @@ def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype
 
 
 # Files a conversion writes; a folder holding anything else is not replaced by --force.
-_CONVERTED_FILE = re.compile(r"^(model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|\.DS_Store)$")
+_CONVERTED_FILE = re.compile(
+    r"^(model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|[^.][^/]*\.model|\.DS_Store)$"
+)
 
 
 def is_conversion(folder: Path) -> bool:
@@ -193,6 +211,12 @@ def check_target(out: Path, src: Path, force: bool):
 
 
 def _make_parent(out: Path):
+    """Create the missing folders above ``out``; return them, outermost first."""
+    made = []
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        made.insert(0, probe)
+        probe = probe.parent
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -201,6 +225,7 @@ def _make_parent(out: Path):
         raise PermissionError(f"cannot create {out}: permission denied.") from None
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write in {out.parent} (permission denied); choose another --mlx-path.")
+    return made
 
 
 def check_source(src: Path):

@@ -377,7 +377,7 @@ def test_unservable_source_is_refused_before_writing(hf, env, tmp_path, damage, 
         (hf / "config.json").write_text(json.dumps(cfg))
     out_dir = tmp_path / "outs"
     out_dir.mkdir()
-    msg = one_line_error(run(["convert", "--hf-path", hf, "--mlx-path", out_dir / "m"], env, tmp_path))
+    msg = one_line_error(run(["convert", "--hf-path", hf, "--mlx-path", out_dir / "new" / "m"], env, tmp_path))
     assert named in msg
     assert os.listdir(out_dir) == []
 
