@@ -271,7 +271,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-{owner_tag()}-", dir=target.parent)
     except OSError as e:
-        raise WriteError(e.errno, f"cannot write {given}: {e.strerror}") from None
+        raise WriteError(e.errno, f"could not write {given}: {e.strerror} (the file is unchanged)") from None
     try:
         try:
             os.chmod(tmp, (target.stat().st_mode & 0o7777) if target.exists() else 0o666 & ~_umask())
@@ -283,7 +283,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
         except OSError as e:
             if isinstance(e, (IsADirectoryError, PermissionError, FileNotFoundError, NotADirectoryError)):
                 raise
-            raise WriteError(e.errno, f"could not write {given}: {e.strerror or e}; it was left as it was") from None
+            raise WriteError(e.errno, f"could not write {given}: {e.strerror or e} (the file is unchanged)") from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

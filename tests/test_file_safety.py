@@ -124,7 +124,11 @@ def test_output_path_is_checked_before_any_model_work(hf, env, tmp_path, wav):
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "a_folder.txt").mkdir()
     (tmp_path / "a_folder.srt").mkdir()
-    for out, why in [("missing/out", "does not exist"), ("a_file/out", "is a file"), ("a_folder", "is a folder")]:
+    cases = [("missing/out", "does not exist"), ("a_file/out", "is a file"), ("a_folder", "is a folder")]
+    if os.geteuid() != 0:  # root may write in a read-only folder
+        (tmp_path / "ro").mkdir(mode=0o555)
+        cases.append(("ro/out", "not writable"))
+    for out, why in cases:
         r = run(["translate", "Hello", "--src-lang", "eng", "--tgt-lang", "fra", "-o", out + ".txt", "--model", hf,
                  *FAST], env, tmp_path)
         assert why in one_line_error(r), r.stderr
