@@ -227,6 +227,46 @@ def test_write_killed_midway_leaves_the_old_file_and_the_next_write_cleans_up(en
     assert os.listdir(tmp_path) == ["old.srt"]
 
 
+# The real command, stopped inside its output write (the temporary file written, not yet renamed).
+WRITE_PAUSED = """
+import os, sys, time
+def paused(fd):
+    open(os.environ["READY"], "w").close()
+    while True:
+        time.sleep(0.05)
+os.fsync = paused
+from seamless_mlx.cli import main
+sys.argv[0] = "seamless-mlx"
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
+def test_cli_killed_while_writing_keeps_the_old_file(mlx_model, env, tmp_path, wav, sig):
+    out = tmp_path / "old.srt"
+    out.write_bytes(b"precious")
+    args = ["transcribe", wav, "--lang", "eng", "-o", out, "-y", "--model", mlx_model, *FAST]
+    e = dict(env, READY=str(tmp_path / "READY"))
+    p = subprocess.Popen([sys.executable, "-c", WRITE_PAUSED, *map(str, args)], env=e, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (tmp_path / "READY").exists():
+        assert p.poll() is None, p.communicate()
+        assert time.time() - t0 < TIMEOUT
+        time.sleep(0.05)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=TIMEOUT)
+    assert out.read_bytes() == b"precious"
+    if sig == signal.SIGTERM:
+        assert p.returncode == 143 and "Traceback" not in err, (p.returncode, err)
+        assert hidden(tmp_path) == []
+    else:
+        assert hidden(tmp_path), "the killed writer's temporary file, for the next run to remove"
+    r = run(args, env, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text(encoding="utf-8").startswith("1\n") and hidden(tmp_path) == []
+
+
 def test_cli_full_disk_is_one_line_and_leaves_nothing(mlx_model, env, tmp_path, wav):
     argv = [sys.executable, "-m", "seamless_mlx.cli", "transcribe", wav, "--lang", "eng", "--format", "json",
             "-o", "new.json", "--model", mlx_model, *FAST]
