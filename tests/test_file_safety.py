@@ -7,13 +7,11 @@ by a file-size limit (the kernel's SIGXFSZ / EFBIG, i.e. a full disk)."""
 
 import json
 import os
-import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -165,7 +163,7 @@ def test_output_never_replaces_the_input(mlx_model, env, tmp_path, wav):
     link.symlink_to(notes)
     msg = one_line_error(run(["translate", notes, "--src-lang", "eng", "--tgt-lang", "fra", "-o", link, "-y",
                               "--model", mlx_model, *FAST], env, tmp_path))
-    assert notes.read_text() == "Hello there.\n"
+    assert "input" in msg and notes.read_text() == "Hello there.\n"
 
 
 def test_api_save_never_replaces_the_translated_recording(mlx_model, env, tmp_path, wav, monkeypatch):
@@ -227,6 +225,20 @@ def test_write_killed_midway_leaves_the_old_file_and_the_next_write_cleans_up(en
     assert os.listdir(tmp_path) == ["old.srt"]
 
 
+def start_paused(script, args, env, tmp_path):
+    """Start ``script`` (it creates $READY where it pauses, and goes on once $GO exists); return
+    the process once it has paused."""
+    e = dict(env, READY=str(tmp_path / "READY"), GO=str(tmp_path / "GO"))
+    p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=e, cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (tmp_path / "READY").exists():
+        assert p.poll() is None, p.communicate()
+        assert time.time() - t0 < TIMEOUT
+        time.sleep(0.05)
+    return p
+
+
 # The real command, stopped inside its output write (the temporary file written, not yet renamed).
 WRITE_PAUSED = """
 import os, sys, time
@@ -246,14 +258,7 @@ def test_cli_killed_while_writing_keeps_the_old_file(mlx_model, env, tmp_path, w
     out = tmp_path / "old.srt"
     out.write_bytes(b"precious")
     args = ["transcribe", wav, "--lang", "eng", "-o", out, "-y", "--model", mlx_model, *FAST]
-    e = dict(env, READY=str(tmp_path / "READY"))
-    p = subprocess.Popen([sys.executable, "-c", WRITE_PAUSED, *map(str, args)], env=e, cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    while not (tmp_path / "READY").exists():
-        assert p.poll() is None, p.communicate()
-        assert time.time() - t0 < TIMEOUT
-        time.sleep(0.05)
+    p = start_paused(WRITE_PAUSED, args, env, tmp_path)
     p.send_signal(sig)
     _, err = p.communicate(timeout=TIMEOUT)
     assert out.read_bytes() == b"precious"
@@ -297,24 +302,12 @@ else:
 """
 
 
-def start_paused(args, env, tmp_path):
-    e = dict(env, READY=str(tmp_path / "READY"), GO=str(tmp_path / "GO"))
-    p = subprocess.Popen([sys.executable, "-c", PAUSED, *map(str, args)], env=e, cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    t0 = time.time()
-    while not (tmp_path / "READY").exists():
-        assert p.poll() is None, p.communicate()
-        assert time.time() - t0 < TIMEOUT
-        time.sleep(0.05)
-    return p
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["KILL", "TERM", "INT"])
 def test_killed_conversion_leaves_nothing_after_the_next_run(hf, env, tmp_path, sig):
     work = tmp_path / "work"
     work.mkdir()
     out = work / "tiny-mlx"
-    p = start_paused(["--hf-path", hf, "--mlx-path", out], env, tmp_path)
+    p = start_paused(PAUSED, ["--hf-path", hf, "--mlx-path", out], env, tmp_path)
     assert [n for n in hidden(work) if ".tmp-" in n]  # the conversion is under way
     p.send_signal(sig)
     _, err = p.communicate(timeout=TIMEOUT)
@@ -330,7 +323,7 @@ def test_killed_conversion_leaves_nothing_after_the_next_run(hf, env, tmp_path, 
 def test_killed_cache_conversion_is_cleaned_on_next_use(hf, env, tmp_path):
     cache = tmp_path / "cache"
     e = dict(env, SEAMLESS_MLX_CACHE=str(cache))
-    p = start_paused(["cache", hf], e, tmp_path)
+    p = start_paused(PAUSED, ["cache", hf], e, tmp_path)
     p.kill()
     p.communicate(timeout=TIMEOUT)
     assert len(hidden(cache)) >= 1
@@ -372,7 +365,7 @@ def test_stale_cleanup_removes_only_provably_dead_temporaries(hf, env, tmp_path)
 
 def test_second_conversion_into_the_same_folder_fails_while_the_first_runs(hf, env, tmp_path):
     out = tmp_path / "m"
-    first = start_paused(["--hf-path", hf, "--mlx-path", out], env, tmp_path)
+    first = start_paused(PAUSED, ["--hf-path", hf, "--mlx-path", out], env, tmp_path)
     try:
         msg = one_line_error(run(["convert", "--hf-path", hf, "--mlx-path", out, "--dtype", "float16"], env, tmp_path))
         assert f"pid {first.pid}" in msg and "another process" in msg
@@ -387,7 +380,7 @@ def test_second_conversion_into_the_same_folder_fails_while_the_first_runs(hf, e
 def test_cache_conversion_waits_for_the_running_one(hf, env, tmp_path):
     cache = tmp_path / "cache"
     e = dict(env, SEAMLESS_MLX_CACHE=str(cache))
-    first = start_paused(["cache", hf], e, tmp_path)
+    first = start_paused(PAUSED, ["cache", hf], e, tmp_path)
     log = tmp_path / "second.log"
     with open(log, "w") as err:
         second = subprocess.Popen([sys.executable, "-c", "import sys; from seamless_mlx.api import model_folder; "
