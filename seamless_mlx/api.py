@@ -98,6 +98,7 @@ class Result:
     sample_rate: int = SAMPLE_RATE
     segments: List[Segment] = field(default_factory=list)
     error: Optional[str] = None  # set (and text empty) for an item of a list that could not be translated
+    source_path: Optional[str] = None  # the audio file translated, which save() never replaces
 
     def to_srt(self) -> str:
         blocks = []
@@ -124,21 +125,29 @@ class Result:
         segs = [s for s in self.segments if s.text.strip()] or self.segments
         return [Segment(s.start, max(s.end, s.start + 0.001), " ".join(s.text.split()) or "...") for s in segs]
 
-    def save(self, path: Union[str, os.PathLike]) -> Path:
-        """Write by extension: ``.txt``, ``.wav``/``.flac`` (needs speech), ``.srt``, ``.vtt``, ``.json``."""
+    def save(self, path: Union[str, os.PathLike], overwrite: bool = True) -> Path:
+        """Write by extension: ``.txt``, ``.wav``/``.flac`` (needs speech), ``.srt``, ``.vtt``, ``.json``.
+
+        The file is written beside ``path`` under a temporary name and renamed over it, so an
+        error (full disk, a kill) leaves any earlier file at ``path`` as it was.  An existing file
+        is replaced, as Python's ``open(path, "w")`` would, unless ``overwrite=False``; the
+        recording this result was translated from (``source_path``) is never replaced.
+        """
         path = Path(path)
         ext = path.suffix.lower()
-        if ext in (".wav", ".flac"):
-            if self.audio is None:
-                raise ValueError(f"{path.name}: there is no speech to save; translate with speech output (--speech).")
-            save_wav(path, self.audio, self.sample_rate)
-            return path
         writers = {".txt": lambda: self.text + "\n", ".srt": self.to_srt, ".vtt": self.to_vtt, ".json": self.to_json}
-        if ext not in writers:
+        if ext not in writers and ext not in (".wav", ".flac"):
             raise ValueError(
                 f"cannot tell the output format from {path.name!r}; use a .txt, .srt, .vtt, .json, .wav or .flac name."
             )
-        path.write_text(writers[ext](), encoding="utf-8")
+        if ext in (".wav", ".flac") and self.audio is None:
+            raise ValueError(f"{path.name}: there is no speech to save; translate with speech output (--speech).")
+        inputs = [self.source_path] if self.source_path else []
+        target = check_output_path(path, overwrite=overwrite, inputs=inputs, option="overwrite=True")
+        if ext in (".wav", ".flac"):
+            save_wav(target, self.audio, self.sample_rate)
+        else:
+            write_text_atomic(target, writers[ext]())
         return path
 
 
@@ -215,12 +224,22 @@ def model_folder(
         return resolve(model_id)
     src = resolve(model_id)
     from .convert import convert
+    from .fileio import target_lock
 
     what = f"{quantize}-bit quantized MLX" if quantize else "MLX"
     log = (lambda msg: None) if quiet else _log
-    log(f"Converting {model_id} to {what} (one time) into {target} ...")
-    t0 = time.time()
-    out = convert(src, target, quantize=bool(quantize), q_bits=int(quantize or 4), force=target.exists())
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PermissionError(f"cannot create the model cache {target.parent} ({e.strerror}); "
+                              "set SEAMLESS_MLX_CACHE to a writable folder.") from None
+    # Two processes starting on the same new model: the second waits, then uses the first's folder.
+    with target_lock(target, wait=True, on_wait=lambda who: log(f"Waiting for another process{who} converting into {target} ...")):
+        if (target / "config.json").exists() and is_converted(target):
+            return target
+        log(f"Converting {model_id} to {what} (one time) into {target} ...")
+        t0 = time.time()
+        out = convert(src, target, quantize=bool(quantize), q_bits=int(quantize or 4), force=target.exists())
     log(f"Converted in {time.time() - t0:.1f} s.")
     return out
 
@@ -460,7 +479,8 @@ def translate(
             waves.append(wav)
     text = " ".join(s.text for s in segments if s.text)
     out_audio = np.concatenate(waves) if waves else (np.zeros(0, np.float32) if speech else None)
-    return Result(text=text, audio=out_audio, segments=segments)
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    return Result(text=text, audio=out_audio, segments=segments, source_path=path)
 
 
 def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text):

@@ -22,12 +22,18 @@ down"; transformers would raise, or silently take only the first channel):
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any, Optional, Union
 
 import numpy as np
 
+from .fileio import atomic_write
+
 SAMPLE_RATE = 16000
+
+# File extensions whose libsndfile format name is not the extension itself.
+_SOUNDFILE_FORMATS = {".wave": "WAV", ".aif": "AIFF", ".aifc": "AIFF", ".oga": "OGG", ".opus": "OGG"}
 
 # Largest channel count accepted when guessing the layout of a 2-D array.
 _MAX_CHANNELS = 8
@@ -207,7 +213,7 @@ def save_wav(
     Samples are clipped to ``[-1, 1]``. The default ``subtype`` is 16-bit PCM (``"PCM_16"``) for
     ``.wav``/``.flac``/``.aiff`` and libsndfile's default for other extensions; pass
     ``subtype="FLOAT"`` for a 32-bit float WAV. A 2-D ``(samples, channels)`` array is written as
-    is (multi-channel).
+    is (multi-channel).  The file is replaced atomically (temporary file beside it, then a rename).
     """
     import soundfile as sf
 
@@ -218,8 +224,15 @@ def save_wav(
     if x.ndim not in (1, 2):
         raise ValueError(f"expected a 1-D waveform (or 2-D samples x channels), got shape {x.shape}")
     x = np.clip(np.nan_to_num(x), -1.0, 1.0)
-    if subtype is None:
-        ext = os.path.splitext(os.fsdecode(path))[1].lower()
-        if ext in (".wav", ".flac", ".aif", ".aiff"):
-            subtype = "PCM_16"
-    sf.write(os.fsdecode(path), x, int(sampling_rate), subtype=subtype)
+    ext = os.path.splitext(os.fsdecode(path))[1].lower()
+    if subtype is None and ext in (".wav", ".flac", ".aif", ".aiff"):
+        subtype = "PCM_16"
+    fmt = _SOUNDFILE_FORMATS.get(ext, ext[1:].upper())
+    if fmt not in sf.available_formats():
+        raise ValueError(f"cannot write audio as {ext or 'a file without extension'!r}; use .wav or .flac.")
+    # Encoded in memory, then written beside the target and renamed over it: a full disk or a kill
+    # never leaves a truncated file where an earlier one was (libsndfile's own writes would).
+    buf = io.BytesIO()
+    sf.write(buf, x, int(sampling_rate), subtype=subtype, format=fmt)
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getbuffer())

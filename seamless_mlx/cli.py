@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from .api import DEFAULT_MODEL
+from .fileio import WriteError, check_output_path, exit_on_sigterm, write_text_atomic
 
 PROG = "seamless-mlx"
 TEXT_FORMATS = (".txt", ".srt", ".vtt", ".json")
@@ -156,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--speech", action="store_true", help="output speech (needs --output x.wav or x.flac)")
     mode.add_argument("--text", action="store_true", help="output text (default)")
     t.add_argument("--output", "-o", default=None,
-                   help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech)")
+                   help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech); "
+                        "an existing file is kept unless -y is given, the input file always")
+    t.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y)")
     t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output: 0..N-1 for a model with N speakers "
                         "(200 in v2-large; default 0)")
     _add_common(t)
@@ -166,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lang", required=True, help="language spoken in the recording, e.g. eng")
     r.add_argument("--format", choices=("txt", "srt", "vtt", "json"), default=None,
                    help="output format (default: from --output's extension, else txt)")
-    r.add_argument("--output", "-o", default=None, help="output file (default: stdout)")
+    r.add_argument("--output", "-o", default=None,
+                   help="output file (default: stdout); an existing file is kept unless -y is given")
+    r.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y)")
     _add_common(r)
 
     sub.add_parser("convert", help="convert a transformers checkpoint to MLX (see `seamless-mlx convert -h`)",
@@ -243,6 +248,8 @@ def cmd_translate(args) -> int:
         raise UsageError(f"--text writes text; name the output .txt/.srt/.vtt/.json, or drop --text for speech in {out.name}.")
     if speech and ext not in AUDIO_FORMATS:
         raise UsageError("--speech needs an audio output file: add --output translation.wav (or .flac).")
+    if out is not None:  # before any work: a bad output path must not cost the translation
+        check_output_path(out, overwrite=args.overwrite, inputs=[args.input])
 
     if args.input == "-":
         source = sys.stdin.read()
@@ -281,7 +288,7 @@ def cmd_translate(args) -> int:
     elif out is None or ext in AUDIO_FORMATS:
         print(result.text)
     if out is not None:
-        result.save(out)
+        result.save(out, overwrite=args.overwrite)
         if speech:
             log(f"Wrote {out} ({len(result.audio) / result.sample_rate:.2f} s of speech, 16 kHz).")
         else:
@@ -301,6 +308,8 @@ def cmd_transcribe(args) -> int:
         raise UsageError(f"transcribe writes text: name the output .txt, .srt, .vtt or .json, not {out.name!r} "
                          "(for translated speech use `seamless-mlx translate AUDIO --tgt-lang L -o out.wav`).")
     fmt = args.format or (out.suffix.lower().lstrip(".") if out is not None else "txt")
+    if out is not None:
+        check_output_path(out, overwrite=args.overwrite, inputs=[args.audio])
     from .audio import load_audio
 
     audio = load_audio(args.audio)  # a missing/corrupt file is reported before any model is loaded
@@ -325,7 +334,7 @@ def cmd_transcribe(args) -> int:
     if out is None:
         sys.stdout.write(content)
     else:
-        out.write_text(content, encoding="utf-8")
+        write_text_atomic(check_output_path(out, overwrite=args.overwrite, inputs=[args.audio]), content)
         log(f"Wrote {out} ({len(result.segments)} segment{'s' if len(result.segments) != 1 else ''}).")
     return 0
 
@@ -390,6 +399,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if from_command_line and argv and argv[0] in ("translate", "transcribe"):
         _reexec_with_huge_pages(argv)
+    if from_command_line:  # SIGTERM unwinds like Ctrl-C: temporary files are removed, exit 143
+        exit_on_sigterm(f"{PROG}: terminated.")
     if argv and argv[0] == "convert":
         from .convert import main as convert_main
 
@@ -427,6 +438,8 @@ def main(argv=None) -> int:
             return _error(f"out of memory ({msg}). Try a quantized model with --quantize 4 (or --quantize 8), "
                           "or shorter pieces with --max-segment-s 10.", 1)
         return _error(f"unexpected RuntimeError: {msg}" + ("" if verbose else " (run with --verbose for the traceback)"), 1)
+    except WriteError as e:  # disk full and the like: the output file was left as it was
+        return _error(_one_line(e), 1)
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
         if verbose:
             traceback.print_exc()

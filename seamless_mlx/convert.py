@@ -13,16 +13,18 @@ target and renamed at the end: a failed conversion leaves nothing behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
 import mlx.core as mx
 
+from .fileio import aside_name, clean_stale_temp_folders, exit_on_sigterm, make_temp_dir, target_lock
 from .loading import (
     DTYPES,
     FORMAT_KEY,
@@ -31,6 +33,7 @@ from .loading import (
     CheckpointError,
     cast_weights,
     is_converted,
+    load_strict,
     read_weights,
     resolve,
     sanitize,
@@ -74,8 +77,16 @@ def convert(
     force: bool = False,
     shard_bytes: int = MAX_SHARD_BYTES,
     upload_repo: Optional[str] = None,
+    wait: bool = False,
 ) -> Path:
-    """Convert ``hf_path`` (folder or hub id) into ``mlx_path``; returns the output folder."""
+    """Convert ``hf_path`` (folder or hub id) into ``mlx_path``; returns the output folder.
+
+    Nothing is written before the source is known to be servable (:func:`check_source`) and the
+    target allowed (:func:`check_target`).  The target is locked while it is written (a second
+    conversion into it raises :class:`~seamless_mlx.fileio.LockedError`, or waits with ``wait``),
+    written into a temporary folder beside it and renamed into place at the end; temporary
+    folders of earlier conversions that were killed are removed first.
+    """
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if quantize:
@@ -84,36 +95,47 @@ def convert(
         check_quant_args(q_bits, q_group_size)
         dtype = dtype or DEFAULT_DTYPE
     out = Path(mlx_path).expanduser().resolve()
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; pass --force (force=True) to replace it.")
     src = resolve(hf_path)
-    if not (src / "config.json").exists():
-        raise CheckpointError(f"{src} has no config.json: it is not a SeamlessM4T-v2 checkpoint folder.")
-    from .config import ModelConfig
+    check_target(out, src, force)
+    config, config_dict = check_source(src)
+    made = _make_parent(out)
+    try:
+        _convert_locked(out, src, hf_path, config, config_dict, dtype, quantize, q_bits, q_group_size, force,
+                        shard_bytes, wait)
+    except BaseException:
+        for folder in reversed(made):  # the folders made for the output, when still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    if upload_repo:
+        upload(out, upload_repo)
+    return out
 
-    config = ModelConfig.from_pretrained(src)
-    weights = read_weights(src)
-    if not is_converted(src):
-        weights = sanitize(weights, config)
-    if dtype is not None:
-        weights = cast_weights(weights, dtype)
 
-    with open(src / "config.json", encoding="utf-8") as f:
-        config_dict = json.load(f)
-    config_dict[FORMAT_KEY] = {"format": FORMAT_VERSION}
-    if dtype is not None:
-        config_dict["torch_dtype"] = dtype
-    if quantize:
-        from .quantize import quantize_weights
+def _convert_locked(out, src, hf_path, config, config_dict, dtype, quantize, q_bits, q_group_size, force,
+                    shard_bytes, wait):
+    with target_lock(out, wait=wait):
+        clean_stale_temp_folders(out)
+        check_target(out, src, force)  # made by another process while this one waited
+        weights = read_weights(src)
+        if not is_converted(src):
+            weights = sanitize(weights, config)
+        check_weights(src, config, weights)
+        if dtype is not None:
+            weights = cast_weights(weights, dtype)
+        config_dict[FORMAT_KEY] = {"format": FORMAT_VERSION}
+        if dtype is not None:
+            config_dict["torch_dtype"] = dtype
+        if quantize:
+            from .quantize import quantize_weights
 
-        weights, qconf = quantize_weights(config, weights, q_bits, q_group_size)
-        config_dict["quantization"] = qconf
+            weights, qconf = quantize_weights(config, weights, q_bits, q_group_size)
+            config_dict["quantization"] = qconf
+        _write_folder(out, src, hf_path, weights, config_dict, dtype, quantize, shard_bytes)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+
+def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype, quantize, shard_bytes):
+    tmp = make_temp_dir(out)
     try:
         save_sharded(weights, tmp, shard_bytes)
         with open(tmp / "config.json", "w", encoding="utf-8") as f:
@@ -121,10 +143,16 @@ def convert(
         for name in SIDE_FILES:
             if name != "config.json" and (src / name).exists():
                 shutil.copy2(src / name, tmp / name)
-        if quantize or not (tmp / "README.md").exists():
-            write_model_card(tmp, hf_path, dtype, config_dict.get("quantization"))
+        for spm in src.glob("*.model"):  # a tokenizer under another name than sentencepiece.bpe.model
+            if not (tmp / spm.name).exists():
+                shutil.copy2(spm, tmp / spm.name)
+        if quantize or not (tmp / "README.md").exists() or is_converted(src):  # never another folder's card
+            write_model_card(tmp, source_name, dtype, config_dict.get("quantization"), name=out.name)
+        for entry in os.scandir(tmp):
+            with open(entry.path, "rb") as f:
+                os.fsync(f.fileno())
         if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            old = aside_name(out)
             out.rename(old)
             tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True)
@@ -133,9 +161,121 @@ def convert(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if upload_repo:
-        upload(out, upload_repo)
-    return out
+
+
+# Files a conversion writes; a folder holding anything else is not replaced by --force.
+_CONVERTED_FILE = re.compile(
+    r"^(model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|[^.][^/]*\.model|\.DS_Store)$"
+)
+
+
+def is_conversion(folder: Path) -> bool:
+    """True for a folder that is recognisably the output of this converter: a ``config.json``
+    with the seamless-mlx format marker and nothing but the files a conversion writes."""
+    try:
+        if not is_converted(folder):
+            return False
+        names = os.listdir(folder)
+    except (OSError, ValueError):
+        return False
+    return all(n in SIDE_FILES or _CONVERTED_FILE.match(n) for n in names)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_target(out: Path, src: Path, force: bool):
+    """Refuse an output folder that must not be written (``FileExistsError`` / ``ValueError``).
+
+    Without ``force`` any existing path is refused.  ``force`` replaces only a folder that
+    :func:`is_conversion` recognises, and never the source, a folder holding the source, the
+    working directory or a folder holding it.
+    """
+    src = src.resolve()
+    if _inside(src, out):
+        raise ValueError(f"--mlx-path {out} is (or holds) the source checkpoint {src}; choose another output folder.")
+    if _inside(Path.cwd().resolve(), out):
+        raise ValueError(f"--mlx-path {out} is (or holds) the working directory; choose another output folder.")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--mlx-path {out} exists and is not a folder; choose another output folder.")
+    if not force:
+        raise FileExistsError(f"{out} already exists; pass --force (force=True) to replace it.")
+    if not is_conversion(out):
+        raise FileExistsError(
+            f"{out} is not a folder written by seamless-mlx convert; --force replaces only those. "
+            "Choose another output folder, or move this one away yourself."
+        )
+
+
+def _make_parent(out: Path):
+    """Create the missing folders above ``out``; return them, outermost first."""
+    made = []
+    probe = out.parent
+    while not probe.exists() and probe != probe.parent:
+        made.insert(0, probe)
+        probe = probe.parent
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FileExistsError(f"cannot create {out}: {out.parent} is not a folder.") from None
+    except PermissionError:
+        raise PermissionError(f"cannot create {out}: permission denied.") from None
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write in {out.parent} (permission denied); choose another --mlx-path.")
+    return made
+
+
+def check_source(src: Path):
+    """``(ModelConfig, config.json dict)`` of a source that can be served, else a
+    ``CheckpointError`` naming every file that is missing or unusable."""
+    from .config import GenerationConfig, ModelConfig
+    from .tokenizer import SeamlessM4TTokenizer
+
+    missing = []
+    if not (src / "config.json").is_file():
+        raise CheckpointError(f"{src} has no config.json: it is not a SeamlessM4T-v2 checkpoint folder.")
+    if not (src / "generation_config.json").is_file():
+        missing.append("generation_config.json (target languages, decoding defaults)")
+    if not (src / "sentencepiece.bpe.model").is_file() and not list(src.glob("*.model")):
+        missing.append("sentencepiece.bpe.model (the tokenizer)")
+    if not list(src.glob("*.safetensors")):
+        missing.append("*.safetensors (the weights)")
+    if missing:
+        raise CheckpointError(f"{src} cannot be served: missing {'; '.join(missing)}. Copy the whole checkpoint folder.")
+    try:
+        with open(src / "config.json", encoding="utf-8") as f:
+            config_dict = json.load(f)
+        config = ModelConfig.from_dict(config_dict)
+        gen = GenerationConfig.from_pretrained(src)
+        SeamlessM4TTokenizer.from_pretrained(src)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{src} cannot be served: {type(e).__name__}: {e}") from None
+    if not gen.text_decoder_lang_to_code_id:
+        raise CheckpointError(
+            f"{src}/generation_config.json lists no target languages (text_decoder_lang_to_code_id); "
+            "use the generation_config.json of the original checkpoint."
+        )
+    return config, config_dict
+
+
+def check_weights(src: Path, config, weights: Dict[str, mx.array]):
+    """Every weight the model has, with the shape its config gives, and no other (names them)."""
+    from .model import SeamlessM4Tv2Model
+
+    model = SeamlessM4Tv2Model(config)
+    weights = dict(weights)
+    weights.pop("t2u_model.model.decoder.embed_tokens.weight", None)  # unused table of older folders
+    if config.quantization:
+        from .quantize import apply_quantization
+
+        apply_quantization(model, config.quantization, weights)
+    try:
+        load_strict(model, weights)
+    except CheckpointError as e:
+        raise CheckpointError(f"{src} does not match its config.json: {e}") from None
 
 
 # Quality against fp32 measured by benchmarks/quantization.py (v2-large-shaped random-weight
@@ -147,13 +287,15 @@ MEASURED_QUALITY = {
 }
 
 
-def write_model_card(folder: Path, source, dtype, quantization, quality: Optional[dict] = None):
+def write_model_card(folder: Path, source, dtype, quantization, quality: Optional[dict] = None, name=None):
+    """README.md for a converted folder; ``name`` is the folder's final name (default: its own)."""
+    name = name or folder.name
     lines = [
         "---",
         "library_name: mlx",
         "tags: [mlx, seamless_m4t_v2, speech-translation, text-to-speech, automatic-speech-recognition]",
         "---",
-        f"# {folder.name}",
+        f"# {name}",
         "",
         f"SeamlessM4T-v2 converted to MLX with seamless-mlx from `{source}`.",
         "",
@@ -170,16 +312,34 @@ def write_model_card(folder: Path, source, dtype, quantization, quality: Optiona
         )
     elif quantization:
         lines.append("- quality vs fp32: not measured for this setting (run seamless-mlx's benchmarks/quantization.py)")
-    lines += ["", "```python", "from seamless_mlx import load", f'model, processor = load("{folder.name}")', "```", ""]
+    lines += ["", "```python", "from seamless_mlx import load", f'model, processor = load("{name}")', "```", ""]
     (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def upload(folder: Path, repo: str):
-    from huggingface_hub import HfApi
+class UploadError(RuntimeError):
+    """The folder was written but could not be uploaded to the hub."""
 
-    api = HfApi()
-    api.create_repo(repo, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo)
+
+def upload(folder: Path, repo: str):
+    """Upload ``folder`` to the hub repo ``repo`` (created if needed)."""
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo)
+    except Exception as e:  # noqa: BLE001 - network, login, permissions: all end the same way
+        names = {c.__name__ for c in type(e).__mro__}
+        if "OfflineModeIsEnabled" in names:
+            reason = "HF_HUB_OFFLINE is set"
+        elif names & {"ConnectionError", "Timeout", "ConnectError", "TimeoutError"}:
+            reason = "the hub cannot be reached: no network?"
+        else:
+            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+        raise UploadError(
+            f"{folder} was written, but uploading it to {repo!r} failed ({reason}). "
+            f"Check the network and `huggingface-cli login`, then run `huggingface-cli upload {repo} {folder}`."
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seamless-mlx convert", description="Convert a SeamlessM4T-v2 transformers checkpoint to MLX."
     )
     p.add_argument("--hf-path", default="facebook/seamless-m4t-v2-large", help="local folder or hub repo id")
-    p.add_argument("--mlx-path", default="mlx_model", help="output folder")
+    p.add_argument("--mlx-path", default="mlx_model",
+                   help="output folder (must not exist, see --force); written beside it as a hidden temporary "
+                        "folder and renamed at the end. A second conversion into the same folder while one "
+                        "runs fails at once")
     p.add_argument(
         "--dtype", choices=list(DTYPES), default=None,
         help="cast floating weights (default: as stored; float16 for the unquantized parts of a -q export)",
@@ -195,12 +358,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quantize", action="store_true", help="quantize linear layers and the embedding")
     p.add_argument("--q-bits", type=int, default=4, help="bits per weight (4 or 8)")
     p.add_argument("--q-group-size", type=int, default=64, help="quantization group size (32, 64 or 128)")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output folder, only if it was written by seamless-mlx convert "
+                        "(never the source, the working directory, a file or any other folder)")
     p.add_argument("--upload-repo", default=None, help="also upload the folder to this hub repo")
     return p
 
 
+def _error(msg, code: int) -> int:
+    print(f"seamless-mlx convert: error: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+    return code
+
+
 def main(argv=None) -> int:
+    if argv is None:  # run as a command (`seamless-mlx convert` installs it in cli.main)
+        exit_on_sigterm()
     args = build_parser().parse_args(argv)
     try:
         out = convert(
@@ -213,9 +385,13 @@ def main(argv=None) -> int:
             force=args.force,
             upload_repo=args.upload_repo,
         )
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"seamless-mlx convert: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return _error("interrupted; the partial output was removed.", 130)
+    except UploadError as e:
+        return _error(e, 1)
+    except (ValueError, OSError) as e:  # bad paths/sources, refused targets, locks, permissions
+        return _error(e, 2 if isinstance(e, (ValueError, FileExistsError, FileNotFoundError, PermissionError,
+                                               NotADirectoryError, IsADirectoryError)) else 1)
     print(f"Wrote {out}")
     return 0
 
