@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
+from .config import ModelConfig
 from .loading import (
     DTYPES,
     FORMAT_KEY,
@@ -31,14 +33,28 @@ from .loading import (
     CheckpointError,
     cast_weights,
     is_converted,
+    load_strict,
     read_weights,
     resolve,
     sanitize,
 )
+from .model import SeamlessM4Tv2Model
+from .quantize import DEFAULT_DTYPE, check_quant_args, quantize_model
 
 MAX_SHARD_BYTES = 2 << 30
 Q_BITS = (2, 3, 4, 5, 6, 8)
 
+
+
+def quantize_weights(config, weights: Dict[str, mx.array], bits: int, group_size: int):
+    """Full-model weights -> (quantized weights, ``{"group_size", "bits"}`` for config.json)."""
+    check_quant_args(bits, group_size)
+    model = SeamlessM4Tv2Model(config)
+    load_strict(model, weights)
+    qconf = quantize_model(model, bits, group_size)
+    out = dict(tree_flatten(model.parameters()))
+    mx.eval(out)
+    return out, qconf
 
 def save_sharded(weights: Dict[str, mx.array], folder: Path, max_bytes: int = MAX_SHARD_BYTES):
     """``model.safetensors`` or ``model-XXXXX-of-YYYYY.safetensors`` shards plus an index."""
@@ -79,8 +95,6 @@ def convert(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if quantize:
-        from .quantize import DEFAULT_DTYPE, check_quant_args
-
         check_quant_args(q_bits, q_group_size)
         dtype = dtype or DEFAULT_DTYPE
     out = Path(mlx_path).expanduser().resolve()
@@ -89,8 +103,6 @@ def convert(
     src = resolve(hf_path)
     if not (src / "config.json").exists():
         raise CheckpointError(f"{src} has no config.json: it is not a SeamlessM4T-v2 checkpoint folder.")
-    from .config import ModelConfig
-
     config = ModelConfig.from_pretrained(src)
     weights = read_weights(src)
     if not is_converted(src):
@@ -104,8 +116,6 @@ def convert(
     if dtype is not None:
         config_dict["torch_dtype"] = dtype
     if quantize:
-        from .quantize import quantize_weights
-
         weights, qconf = quantize_weights(config, weights, q_bits, q_group_size)
         config_dict["quantization"] = qconf
 
