@@ -20,6 +20,7 @@ except ImportError as _e:  # Linux: the mlx package without a backend wheel
     ) from _e
 
 from .config import GenerationConfig, ModelConfig  # noqa: E402
+from .loading import resolve  # noqa: E402
 from .model import (  # noqa: E402
     GenerateOutput,
     SeamlessM4Tv2ForSpeechToSpeech,
@@ -30,6 +31,7 @@ from .model import (  # noqa: E402
     SpeechOutput,
 )
 
+from .processor import SeamlessM4TProcessor  # noqa: E402
 from .api import Result, transcribe, translate  # noqa: E402
 
 __version__ = "0.1.0"
@@ -39,9 +41,6 @@ _blas.warn_if_missing(_mx.default_device() == _mx.cpu)
 
 def load(path, model_class=None, dtype=None):
     """Load ``(model, processor)`` from a converted folder, a transformers folder or a hub id."""
-    from .loading import resolve
-    from .processor import SeamlessM4TProcessor
-
     folder = resolve(path)
     cls = model_class or SeamlessM4Tv2Model
     return cls.from_pretrained(folder, dtype=dtype), SeamlessM4TProcessor.from_pretrained(folder)

@@ -46,6 +46,13 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
+from . import model as model_classes
+from .audio import AudioFileNotFoundError, load_audio, prepare_audio, save_wav
+from .convert import convert
+from .loading import CheckpointError, is_converted, resolve
+from .processor import SeamlessM4TProcessor
+from .segment import split_on_pauses
+
 SAMPLE_RATE = 16000
 DEFAULT_MODEL = "facebook/seamless-m4t-v2-large"
 GAP_S = 0.2
@@ -127,8 +134,6 @@ class Result:
         if ext in (".wav", ".flac"):
             if self.audio is None:
                 raise ValueError(f"{path.name}: there is no speech to save; translate with speech output (--speech).")
-            from .audio import save_wav
-
             save_wav(path, self.audio, self.sample_rate)
             return path
         writers = {".txt": lambda: self.text + "\n", ".srt": self.to_srt, ".vtt": self.to_vtt, ".json": self.to_json}
@@ -187,8 +192,6 @@ def model_folder(
 ) -> Path:
     """A converted MLX folder for ``model_id`` (converting into the cache on first use, with a
     message on stderr unless ``quiet``)."""
-    from .loading import CheckpointError, is_converted, resolve
-
     model_id = str(model_id)
     if quantize not in (None, 4, 8):
         raise ValueError(f"quantize must be 4 or 8 (bits), got {quantize!r}")
@@ -212,8 +215,6 @@ def model_folder(
     if not convert_if_needed:
         return resolve(model_id)
     src = resolve(model_id)
-    from .convert import convert
-
     what = f"{quantize}-bit quantized MLX" if quantize else "MLX"
     log = (lambda msg: None) if quiet else _log
     log(f"Converting {model_id} to {what} (one time) into {target} ...")
@@ -239,10 +240,7 @@ def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optio
 
 @functools.lru_cache(maxsize=4)
 def _load_model(folder: str, class_name: str, quantize: Optional[int]):
-    import seamless_mlx
-    from .processor import SeamlessM4TProcessor
-
-    cls = getattr(seamless_mlx, class_name)
+    cls = getattr(model_classes, class_name)
     return cls.from_pretrained(folder), SeamlessM4TProcessor.from_pretrained(folder)
 
 
@@ -270,8 +268,6 @@ def _as_audio(source, sampling_rate: int = SAMPLE_RATE) -> Optional[np.ndarray]:
     Arrays go through :func:`seamless_mlx.audio.prepare_audio`: float samples as is, int16/int32
     PCM scaled to [-1, 1], channels averaged, resampled from ``sampling_rate`` when it is not 16 kHz.
     """
-    from .audio import load_audio, prepare_audio
-
     if isinstance(source, os.PathLike) or (isinstance(source, str) and looks_like_audio_path(source)):
         return load_audio(os.fspath(source), SAMPLE_RATE)
     if isinstance(source, str):
@@ -418,8 +414,6 @@ def translate(
     if audio is None:
         return _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text)
 
-    from .segment import split_on_pauses
-
     ranges = split_on_pauses(audio, SAMPLE_RATE, max_segment_s=max_segment_s, long_s=max(20.0, max_segment_s))
     it = ranges
     if progress and len(ranges) > 1:
@@ -485,8 +479,6 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
 def transcribe(audio, lang: str, **kw) -> Result:
     """Speech recognition: ``translate`` of a recording into its own language ``lang``."""
     if isinstance(audio, str) and not looks_like_audio_path(audio):
-        from .audio import AudioFileNotFoundError
-
         raise AudioFileNotFoundError(f"audio file not found: {audio!r} (check the path)")
     return translate(audio, tgt_lang=lang, **kw)
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .audio import SeamlessM4TFeatureExtractor
 from .tokenizer import SeamlessM4TTokenizer
 
 __all__ = ["SeamlessM4TProcessor"]
@@ -47,10 +48,6 @@ class SeamlessM4TProcessor:
     @property
     def feature_extractor(self):
         if self._feature_extractor is None:
-            try:
-                from .audio import SeamlessM4TFeatureExtractor
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ImportError(f"audio input needs seamless_mlx.audio: {exc}") from exc
             if self._folder is not None:
                 self._feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(self._folder)
             else:
