@@ -39,11 +39,15 @@ __version__ = "0.1.0"
 _blas.warn_if_missing(_mx.default_device() == _mx.cpu)
 
 
-def load(path, model_class=None, dtype=None):
-    """Load ``(model, processor)`` from a converted folder, a transformers folder or a hub id."""
+def load(path, model_class=None, dtype=None, cpu_routes=None):
+    """Load ``(model, processor)`` from a converted folder, a transformers folder or a hub id.
+
+    ``cpu_routes``: see :meth:`SeamlessM4Tv2Model.from_pretrained` (default: on when MLX's default
+    device is the CPU, unless ``SEAMLESS_MLX_ROUTES=generic``)."""
     folder = resolve(path)
     cls = model_class or SeamlessM4Tv2Model
-    return cls.from_pretrained(folder, dtype=dtype), SeamlessM4TProcessor.from_pretrained(folder)
+    model = cls.from_pretrained(folder, dtype=dtype, cpu_routes=cpu_routes)
+    return model, SeamlessM4TProcessor.from_pretrained(folder)
 
 
 __all__ = [

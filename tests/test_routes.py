@@ -24,14 +24,15 @@ def test_loading_on_the_cpu_swaps_in_the_cpu_modules(tiny_checkpoint, monkeypatc
     assert ("cpu" in _modules(model)) == (mx.default_device() == mx.cpu)
 
 
-@pytest.mark.parametrize("how", ["env", "keyword"])
+@pytest.mark.parametrize("how", ["env", "keyword", "load"])
 def test_the_switch_keeps_the_plain_modules(tiny_checkpoint, monkeypatch, how):
-    kw = {}
     if how == "env":
         monkeypatch.setenv("SEAMLESS_MLX_ROUTES", "generic")
+        model = sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint)
+    elif how == "keyword":
+        model = sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint, cpu_routes=False)
     else:
-        kw["cpu_routes"] = False
-    model = sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint, **kw)
+        model, _ = sm.load(tiny_checkpoint, cpu_routes=False)
     assert "cpu" not in _modules(model)
     assert type(model.text_decoder.layers[0].self_attn.q_proj) is nn.Linear
 

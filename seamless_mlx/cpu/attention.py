@@ -37,13 +37,15 @@ class Attention(layers.Attention):
             return None
         return fused
 
-    def fuse_qkv(self) -> bool:
-        """Fuse the q/k/v weights (see the class docstring); False when they cannot be."""
-        if self._fused_qkv() is not None:
-            return True
+    def fuse_qkv(self):
+        """``(weight [3D, D], bias [3D], views)``, fused now or before (see the class docstring);
+        ``None`` when the projections cannot be fused."""
+        fused = self._fused_qkv()
+        if fused is not None:
+            return fused
         projs = (self.q_proj, self.k_proj, self.v_proj)
         if not all(type(p) is Linear and "bias" in p for p in projs):
-            return False
+            return None
         weight = mx.concatenate([p.weight for p in projs])
         bias = mx.concatenate([p.bias for p in projs])
         mx.eval(weight, bias)
@@ -51,15 +53,15 @@ class Attention(layers.Attention):
         for i, p in enumerate(projs):
             p.weight, p.bias = weight[i * d : (i + 1) * d], bias[i * d : (i + 1) * d]
         self.__dict__["_qkv"] = (weight, bias, tuple(p.weight for p in projs))
-        return True
+        return self.__dict__["_qkv"]
 
     def __call__(self, x: mx.array, mask=None, memory: Optional[mx.array] = None, cache=None) -> mx.array:
         H, Dh = self.num_heads, self.head_dim
         if isinstance(cache, CrossCache):
             k, v = cache.keys, cache.values
             q = _split_heads(self.q_proj(x), H, Dh)
-        elif isinstance(cache, KVCache) and memory is None and self.fuse_qkv():
-            weight, bias, _ = self._fused_qkv()
+        elif isinstance(cache, KVCache) and memory is None and (fused := self.fuse_qkv()) is not None:
+            weight, bias, _ = fused
             q, k, v = (_split_heads(y, H, Dh) for y in mx.split(linear(x, weight, bias), 3, axis=-1))
         else:
             source = x if memory is None else memory
