@@ -2,8 +2,8 @@
 
     python benchmarks/_worker.py '<json spec>'     # prints one JSON line (the result) last
 
-A process runs exactly one framework: importing torch next to MLX makes MLX's MKL matmuls ~6x
-slower, so an MLX worker must never import torch or transformers (it checks, and says so in its
+A process runs exactly one framework: importing torch next to MLX makes MLX's MKL matmuls several
+times slower (benchmarks/README.md), so an MLX worker must never import torch or transformers (it checks, and says so in its
 result).  Modes (``spec["mode"]``):
 
 ``task``        load a task class, build the inputs, run ``generate`` with the output length forced
@@ -147,7 +147,7 @@ def mlx_device(mx, spec) -> str:
 
 def mlx_task(spec):
     sm, mx, _blas = _mlx_import()
-    from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+    from seamless_mlx import SeamlessM4TFeatureExtractor
 
     device_name = mlx_device(mx, spec)
     row, tokens = spec["row"], spec["tokens"]
@@ -208,7 +208,7 @@ def mlx_task(spec):
 
 def mlx_profile(sm, mx, model, inputs, speech_out, tokens):
     """Phase times of one generate call, with a sync (``mx.eval``) between phases."""
-    from seamless_mlx import generation as G
+    from seamless_mlx import generate as G
     from seamless_mlx import t2u as t2u_mod
 
     gen = model.generation_config
@@ -219,13 +219,14 @@ def mlx_profile(sm, mx, model, inputs, speech_out, tokens):
     t1 = time.perf_counter()
     prof["encode_s"] = t1 - t0
     prefix = mx.array([[gen.decoder_start_token_id, gen.text_decoder_lang_to_code_id[TGT]]], dtype=mx.int32)
-    opts = {"max_new_tokens": tokens, "min_new_tokens": tokens}
-    text_out = G.generate_text(model, memory, mask, prefix, opts, collect_hidden=speech_out)
+    opts = G.GenerateOptions.resolve(gen, {"max_new_tokens": tokens, "min_new_tokens": tokens})
+    text_out = G.decode_text(model, memory, mask, prefix, opts, collect_hidden=speech_out)
     mx.eval(text_out.sequences, *([text_out.decoder_hidden_states] if speech_out else []))
     t2 = time.perf_counter()
     prof["text_decode_s"] = t2 - t1
     # the decode loop once more with a single new token: prefill + first step
-    one = G.generate_text(model, memory, mask, prefix, {"max_new_tokens": 1, "min_new_tokens": 1}, False)
+    one_opts = G.GenerateOptions.resolve(gen, {"max_new_tokens": 1, "min_new_tokens": 1})
+    one = G.decode_text(model, memory, mask, prefix, one_opts)
     mx.eval(one.sequences)
     prof["first_token_s"] = time.perf_counter() - t2
     prof["per_token_s"] = (prof["text_decode_s"] - prof["first_token_s"]) / max(tokens - 1, 1)
@@ -260,7 +261,7 @@ def mlx_step(mx, model, inputs, tokens, runs=2):
     import numpy as np
     from mlx.utils import tree_flatten
 
-    from seamless_mlx import generation as G
+    from seamless_mlx import generate as G
 
     gen = model.generation_config
     memory, mask = model.encode(inputs.get("input_ids"), inputs.get("input_features"), inputs.get("attention_mask"))
@@ -270,8 +271,8 @@ def mlx_step(mx, model, inputs, tokens, runs=2):
     intervals = []
     for _ in range(runs):
         last = None
-        opts = {"max_new_tokens": tokens, "min_new_tokens": tokens}
-        for _step in G.decode_steps(model, memory, mask, prefix, opts, tokens):
+        opts = G.GenerateOptions.resolve(gen, {"max_new_tokens": tokens, "min_new_tokens": tokens})
+        for _step in G.decode_steps(model, memory, mask, prefix, opts):
             now = time.perf_counter()
             if last is not None:
                 intervals.append(now - last)
@@ -377,7 +378,7 @@ def mlx_encoder(spec):
     sm, mx, _blas = _mlx_import()
     import gc
 
-    from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+    from seamless_mlx import SeamlessM4TFeatureExtractor
 
     model = sm.SeamlessM4Tv2ForSpeechToText.from_pretrained(spec["folder"])
     # keep only the speech encoder, as the transformers worker does
@@ -445,14 +446,11 @@ def hf_task(spec):
     ids_kw = {"return_intermediate_token_ids": True} if speech_out else {}  # to check the text length
 
     def run(n=tokens, inp=inputs):
-        if prof is not None:
-            prof.reset()
         with torch.inference_mode():
             out = model.generate(**inp, tgt_lang=TGT, **extra, **ids_kw, **length_kwargs(speech_out, n))
         sync()
         return out
 
-    prof = hf_hooks(model, sync) if spec.get("profile") else None
     warm = spec.get("warmup", True)
     if warm == "short":
         short_in = inputs_for(min(seconds, 5)) if kind == "speech" else inputs
@@ -462,27 +460,35 @@ def hf_task(spec):
     res["seconds"], res["times"], out = best_of(run, spec["repeats"], warm)
     if gpu:
         res["peak_device_bytes"] = torch.cuda.max_memory_allocated()
-    if prof is not None:
+    res["peak_rss"] = peak_rss()
+    if spec.get("profile"):
+        # hooks cost time (and a device sync each on a GPU): only on one extra, untimed call
+        with hf_hooks(model, sync) as prof:
+            run()
         res["profile"] = prof.summary()
     if speech_out:
         res["audio_out_s"] = int(out.waveform_lengths.reshape(-1)[0].cpu()) / SR
     seq = out.sequences if hasattr(out, "sequences") else out  # a tensor for the text tasks
     res["new_tokens"] = int(seq.shape[-1]) - 2
     res["tokens_out"] = seq.reshape(-1, seq.shape[-1])[0].cpu().tolist()
-    res["peak_rss"] = peak_rss()
     return res
 
 
 class _Hooks:
     """Wall time per sub-module call (torch runs eagerly on the CPU, so forward hooks time it; on a
-    GPU each hook synchronises first).  ``reset()`` at the start of every generate call: the
-    summary describes the last call."""
+    GPU each hook synchronises first).  A context manager: the hooks are removed on exit, so that
+    the calls timed for the main table never carry them."""
 
     def __init__(self, sync=lambda: None):
-        self.times, self._t, self.sync = {}, {}, sync
+        self.times, self._t, self.sync, self._handles = {}, {}, sync, []
 
-    def reset(self):
-        self.times = {}
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
 
     def add(self, name, module):
         def pre(mod, args):
@@ -493,8 +499,7 @@ class _Hooks:
             self.sync()
             self.times.setdefault(name, []).append(time.perf_counter() - self._t[name])
 
-        module.register_forward_pre_hook(pre)
-        module.register_forward_hook(post)
+        self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
     def summary(self):
         out = {}

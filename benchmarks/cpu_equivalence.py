@@ -102,8 +102,12 @@ def _outputs(folder: Path, seconds) -> dict:
 
     import seamless_mlx as sm
     from seamless_mlx import t2u
-    from seamless_mlx.audio import SeamlessM4TFeatureExtractor
     from seamless_mlx.processor import SeamlessM4TProcessor
+
+    try:
+        from seamless_mlx.features import SeamlessM4TFeatureExtractor
+    except ImportError:  # the tree before the feature extractor moved out of audio.py
+        from seamless_mlx.audio import SeamlessM4TFeatureExtractor
 
     out = {}
     model = sm.SeamlessM4Tv2Model.from_pretrained(folder)

@@ -38,7 +38,7 @@ def worker(framework, folder, seconds):
     if framework == "mlx":
         import seamless_mlx as sm
         import mlx.core as mx
-        from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+        from seamless_mlx import SeamlessM4TFeatureExtractor
 
         model = sm.SeamlessM4Tv2ForSpeechToText.from_pretrained(folder)
         base_rss = peak_rss()

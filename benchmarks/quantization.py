@@ -131,7 +131,7 @@ def worker_run(folder: str, task: str, out: str):
         t0 = time.perf_counter()
         model.generate(input_ids=mx.array(src), tgt_lang=TGT, max_new_tokens=32, min_new_tokens=32)
     else:
-        from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+        from seamless_mlx import SeamlessM4TFeatureExtractor
 
         model = sm.SeamlessM4Tv2ForSpeechToSpeech.from_pretrained(folder)
         load_s = time.perf_counter() - t0

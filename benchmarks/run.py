@@ -1,6 +1,6 @@
 """seamless-mlx vs transformers on a full-size (v2-large shapes) random-weight checkpoint.
 
-    python benchmarks/run.py                  # everything (about 30 minutes on 2 cores)
+    python benchmarks/run.py                  # everything (about half an hour on 2 cores)
     python benchmarks/run.py --quick          # T2TT and S2TT 10 s only, no memory sections
     python benchmarks/run.py --rows t2tt,s2st-10s --frameworks transformers,mlx-fp32
     python benchmarks/run.py --skip-build     # never build/convert: use benchmarks/.cache as is
@@ -11,7 +11,7 @@
 2. converts it with seamless_mlx's converter, each in a subprocess: fp32, 8-bit and 4-bit
    (group size 64);
 3. times every framework x task in its own process (see benchmarks/_worker.py; importing torch
-   next to MLX slows MKL ~6x, so the two never share one) on identical inputs with the output
+   next to MLX slows MKL down, so the two never share one) on identical inputs with the output
    length forced (``min_new_tokens = max_new_tokens = 32``): one warm-up call, then best of N;
 4. adds the MLX decode step against the memory-bandwidth floor, T2TT under each BLAS, the
    per-phase profile of every row, and (``--memory``, on by default) the peak-memory sections.
@@ -51,9 +51,9 @@ QUANT = {"mlx-q8": 8, "mlx-q4": 4}
 # framework -> (converted folder it reads, environment of its worker)
 FOLDER_OF = {"mlx-tf32": "mlx-fp32"}
 ENV_OF = {"mlx-fp32": {"MLX_ENABLE_TF32": "0"}, "mlx-tf32": {"MLX_ENABLE_TF32": "1"}}
-# Quantized rows: MLX's CPU quantized matmul kernels are single-threaded and not BLAS-backed
-# (8-bit mat-vec ~5x, 500-row matmul ~50x slower than fp32 MKL), so the quantized models are
-# slower than fp32 on Linux; only T2TT is timed by default (S2TT 10 s takes ~2 minutes a call).
+# Quantized rows: MLX's CPU quantized matmul kernels are single-threaded and not BLAS-backed, so
+# the quantized models are slower than fp32 on Linux (benchmarks/README.md has the measurements);
+# only T2TT is timed by default, the speech rows would dominate the run.
 QUANT_ROWS = ("t2tt",)
 # (repeats, warm-up) per row; warm-up "short" = one 4-token call on <= 5 s of audio
 REPEATS = {"s2tt-10s": (2, True), "s2st-10s": (2, True), "s2tt-60s": (1, "short")}
@@ -232,34 +232,41 @@ def fmt_step(results, gpu=False):
     lines = [
         f"Bandwidth: {bw1 / 1e9:.1f} GB/s for one 1 GiB fp32 mat-vec (MKL runs it on one core), "
         f"{bw2 / 1e9:.1f} GB/s with its rows split over one CPU stream per core, "
-        f"{probe['bandwidth_copy_Bps'] / 1e9:.1f} GB/s for a numpy copy (read + write). Floor = bytes of "
-        "`text_decoder` + `shared` (tied LM head) / bandwidth; in brackets without the cross-attention K/V "
-        "projections, which run once per source, not per token.",
+        f"{probe['bandwidth_copy_Bps'] / 1e9:.1f} GB/s for a numpy copy (read + write). " + FLOOR_NOTE,
         "",
-        "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms, 1 core | floor ms, all cores | step / floor (all cores) |",
+        "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms, 1 core | "
+        "floor ms, all cores | **step / floor** (all cores) |",
         "|---|---|---|---|---|---|---|",
     ]
 
-    def floors(r, b, b_nokv):
-        return f"{b / bw1 * 1e3:.0f} ({b_nokv / bw1 * 1e3:.0f}) | " + (
-            f"{b / bw2 * 1e3:.0f} ({b_nokv / bw2 * 1e3:.0f}) | {r['step_s'] / (b / bw2):.2f}x ({r['step_s'] / (b_nokv / bw2):.2f}x) |"
-            if bw2 else "- | - |")
+    def floors(r, b, b_all):
+        if not bw2:
+            return f"{b / bw1 * 1e3:.0f} ({b_all / bw1 * 1e3:.0f}) | - | - |"
+        return (f"{b / bw1 * 1e3:.0f} ({b_all / bw1 * 1e3:.0f}) | {b / bw2 * 1e3:.0f} ({b_all / bw2 * 1e3:.0f}) | "
+                f"**{r['step_s'] / (b / bw2):.2f}x** ({r['step_s'] / (b_all / bw2):.2f}x) |")
 
     return "\n".join(lines + _step_rows(t2, ("mlx-fp32", "mlx-q8", "mlx-q4"), ".0f", floors))
 
 
+# The floor counts the weights one decode step must read: the decoder and the tied LM head, less the
+# cross-attention K/V projections, which the KV cache applies once per source, not once per token.
+FLOOR_NOTE = ("Floor = bytes a decode step reads (`text_decoder` + `shared`, the tied LM head, without the "
+              "cross-attention K/V projections, which run once per source) / bandwidth; in brackets the same "
+              "with those projections counted.")
+
+
 def _step_rows(t2, frameworks, ms, floors):
-    """Decode-step table rows: step, its split, bytes read, then ``floors(result, bytes, bytes
-    without the cross K/V)``'s cells; ``ms`` formats milliseconds."""
+    """Decode-step table rows: step, its split, bytes read per token, then ``floors(result, bytes
+    read per token, bytes with the cross K/V)``'s cells; ``ms`` formats milliseconds."""
     rows = []
     for fw in frameworks:
         r = t2.get(fw, {})
         if "step_s" not in r:
             continue
-        b, b_nokv = r["step_bytes"], r["step_bytes_no_cross_kv"]
+        b_all, b = r["step_bytes"], r["step_bytes_no_cross_kv"]
         rows.append(
             f"| {fw} | {r['step_s'] * 1e3:{ms}} | {r['step_layers_s'] * 1e3:{ms}} + {r['step_lm_head_s'] * 1e3:{ms}} | "
-            f"{b / 1e9:.2f} GB ({b_nokv / 1e9:.2f}) | " + floors(r, b, b_nokv)
+            f"{b / 1e9:.2f} GB ({b_all / 1e9:.2f}) | " + floors(r, b, b_all)
         )
     return rows
 
@@ -267,15 +274,14 @@ def _step_rows(t2, frameworks, ms, floors):
 def fmt_step_gpu(t2, bw, copy_bw):
     lines = [
         f"Bandwidth (MLX on the GPU): {bw / 1e9:.0f} GB/s for a 1 GiB fp32 mat-vec, {copy_bw / 1e9:.0f} GB/s "
-        "for a 1 GiB copy (read + write). Floor = bytes of `text_decoder` + `shared` (tied LM head) / "
-        "mat-vec bandwidth; in brackets without the cross-attention K/V projections.",
+        "for a 1 GiB copy (read + write). " + FLOOR_NOTE.replace("/ bandwidth", "/ mat-vec bandwidth"),
         "",
-        "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms | step / floor |",
+        "| model | decode step ms | decoder layers + LM head ms | weights read per token | floor ms | **step / floor** |",
         "|---|---|---|---|---|---|",
     ]
 
-    def floors(r, b, b_nokv):
-        return f"{b / bw * 1e3:.2f} ({b_nokv / bw * 1e3:.2f}) | {r['step_s'] / (b / bw):.1f}x ({r['step_s'] / (b_nokv / bw):.1f}x) |"
+    def floors(r, b, b_all):
+        return f"{b / bw * 1e3:.2f} ({b_all / bw * 1e3:.2f}) | **{r['step_s'] / (b / bw):.1f}x** ({r['step_s'] / (b_all / bw):.1f}x) |"
 
     return "\n".join(lines + _step_rows(t2, ("mlx-fp32", "mlx-tf32", "mlx-q8", "mlx-q4"), ".1f", floors))
 

@@ -5,10 +5,9 @@
 
 import argparse
 
-from seamless_mlx import SeamlessM4Tv2ForSpeechToText
+from seamless_mlx import SeamlessM4TProcessor, SeamlessM4Tv2ForSpeechToText
 from seamless_mlx.audio import load_audio
 from seamless_mlx.loading import resolve
-from seamless_mlx.processor import SeamlessM4TProcessor
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--model", default="facebook/seamless-m4t-v2-large", help="converted/transformers folder or hub id")

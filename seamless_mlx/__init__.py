@@ -20,18 +20,19 @@ except ImportError as _e:  # Linux: the mlx package without a backend wheel
     ) from _e
 
 from .config import GenerationConfig, ModelConfig  # noqa: E402
+from .features import SeamlessM4TFeatureExtractor  # noqa: E402
+from .generate import GenerateOutput, SpeechOutput  # noqa: E402
 from .loading import resolve  # noqa: E402
 from .model import (  # noqa: E402
-    GenerateOutput,
     SeamlessM4Tv2ForSpeechToSpeech,
     SeamlessM4Tv2ForSpeechToText,
     SeamlessM4Tv2ForTextToSpeech,
     SeamlessM4Tv2ForTextToText,
     SeamlessM4Tv2Model,
-    SpeechOutput,
 )
-
 from .processor import SeamlessM4TProcessor  # noqa: E402
+from .tokenizer import SeamlessM4TTokenizer  # noqa: E402
+
 from .api import Result, transcribe, translate  # noqa: E402
 
 __version__ = "0.1.0"
@@ -64,5 +65,8 @@ __all__ = [
     "SeamlessM4Tv2ForSpeechToText",
     "SeamlessM4Tv2ForTextToSpeech",
     "SeamlessM4Tv2ForSpeechToSpeech",
+    "SeamlessM4TProcessor",
+    "SeamlessM4TTokenizer",
+    "SeamlessM4TFeatureExtractor",
     "__version__",
 ]

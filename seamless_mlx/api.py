@@ -22,11 +22,12 @@ Decoding presets (``preset=``):
   search with 5 beams (``--text_generation_beam_size 5``) and a length limit of
   ``max_len_a * src_len + max_len_b`` with ``max_len_a=1``, ``max_len_b=200``, where ``src_len``
   is the encoder output length (source tokens for text, ~6.25 encoder frames per second of
-  speech: 50 Hz stacked features / adaptor stride 8), applied here as ``max_new_tokens`` and
-  capped at 1024.  No n-gram blocking: ``m4t_predict``'s ``--no_repeat_ngram_size 4`` only acts
+  speech: 50 Hz stacked features / the adaptor stride, 8 in v2-large), applied here as
+  ``max_new_tokens`` and capped at 1024.  No n-gram blocking: ``m4t_predict``'s ``--no_repeat_ngram_size 4`` only acts
   with ``--text_generation_ngram_blocking``, which is off by default (pass
   ``no_repeat_ngram_size=4`` / ``--no-repeat-ngram-size 4`` to get it).  Its unknown-token blocking
-  (``--text_unk_blocking``, also off by default) is not implemented.  The speech part is
+  (``--text_unk_blocking``, also off by default) is ``model.generate(..., unk_blocking=True)``: the
+  unknown token's logit is set to -inf at every step.  The speech part is
   unaffected: v2's text-to-unit model is non-autoregressive, so the unit beam-search options of
   ``m4t_predict`` do not apply.
 """
@@ -47,13 +48,13 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 
 from . import model as model_classes
-from .audio import AudioFileNotFoundError, load_audio, prepare_audio, save_wav
+from .audio import SAMPLE_RATE, AudioFileNotFoundError, load_audio, prepare_audio, save_wav
 from .convert import convert
+from .generate import check_target, stream_generate
 from .loading import CheckpointError, is_converted, resolve
 from .processor import SeamlessM4TProcessor
 from .segment import split_on_pauses
 
-SAMPLE_RATE = 16000
 DEFAULT_MODEL = "facebook/seamless-m4t-v2-large"
 GAP_S = 0.2
 
@@ -287,21 +288,8 @@ def _match_lang(code: str, supported) -> Optional[str]:
 
 
 def _check_request(model, tgt_lang: str, speech: bool, speaker_id: int):
-    gen = model.generation_config
-    text_langs = gen.text_decoder_lang_to_code_id
-    tgt = _match_lang(tgt_lang, text_langs)
-    if tgt is None:
-        raise ValueError(f"unknown target language {tgt_lang!r}. Supported: {', '.join(sorted(text_langs))}.")
-    if speech:
-        speech_langs = gen.vocoder_lang_code_to_id
-        if tgt not in speech_langs:
-            raise ValueError(
-                f"{tgt!r} has text output only in this model, no speech output. Speech output languages: "
-                f"{', '.join(sorted(speech_langs))}. Use generate_speech=False (CLI: --text) for text in {tgt!r}."
-            )
-        n = model.config.vocoder_num_spkrs
-        if not isinstance(speaker_id, (int, np.integer)) or not 0 <= int(speaker_id) < n:
-            raise ValueError(f"speaker id must be in 0..{n - 1}, got {speaker_id!r}.")
+    tgt = _match_lang(tgt_lang, model.generation_config.text_decoder_lang_to_code_id) or tgt_lang
+    check_target(model, tgt, speech, speaker_id)
     return tgt
 
 
@@ -326,11 +314,7 @@ def generation_kwargs(preset: str, src_len: int, num_beams=None, max_new_tokens=
 def _translate_one(model, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text):
     """(text, waveform or None) for one text or one audio segment."""
     beams = gen_kw.get("num_beams") or model.generation_config.num_beams or 1
-    try:
-        from .generation import stream_generate
-    except ImportError:  # an older package without streaming: the text is reported at the end
-        stream_generate = None
-    if on_text is not None and not speech and int(beams) == 1 and stream_generate is not None:
+    if on_text is not None and not speech and int(beams) == 1:
         pieces = []
         for chunk in stream_generate(model, processor, tgt_lang=tgt, **inputs, **gen_kw):
             if chunk.text:
@@ -426,7 +410,7 @@ def translate(
     for i, (a, b) in enumerate(it):
         feats = processor(audios=audio[a:b], sampling_rate=SAMPLE_RATE, return_tensors="mlx")
         inputs = {"input_features": feats["input_features"], "attention_mask": feats.get("attention_mask")}
-        src_len = math.ceil(int(inputs["input_features"].shape[1]) / 8)
+        src_len = math.ceil(int(inputs["input_features"].shape[1]) / m.config.adaptor_stride)
         gen_kw = generation_kwargs(preset, src_len, **decoding)
         if on_text is not None and i > 0:
             on_text(" ")

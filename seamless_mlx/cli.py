@@ -20,8 +20,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from .api import DEFAULT_MODEL
+
 PROG = "seamless-mlx"
-DEFAULT_MODEL = "facebook/seamless-m4t-v2-large"
 TEXT_FORMATS = (".txt", ".srt", ".vtt", ".json")
 AUDIO_FORMATS = (".wav", ".flac")
 

@@ -16,7 +16,6 @@ class                               sub-models
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import mlx.core as mx
@@ -24,6 +23,8 @@ import mlx.nn as nn
 import numpy as np
 
 from .config import GenerationConfig, ModelConfig
+from .generate import generate as _generate
+from .generate import stream_generate as _stream_generate
 from .loading import load_model
 from .speech_encoder import SpeechEncoder
 from .t2u import TextToUnit
@@ -31,37 +32,6 @@ from .text import TextDecoder, TextEncoder
 from .vocoder import CodeHifiGan
 
 ALL_COMPONENTS = ("text_encoder", "speech_encoder", "text_decoder", "t2u_model", "vocoder")
-
-
-@dataclass
-class GenerateOutput:
-    """Text generation result; ``out[0]`` is ``sequences`` as in transformers' ``ModelOutput``."""
-
-    sequences: mx.array
-    sequences_scores: Optional[mx.array] = None
-    decoder_hidden_states: Optional[mx.array] = None  # [B, L-1, D] states of sequences[:, :-1]
-    encoder_hidden_states: Optional[mx.array] = None
-
-    def __getitem__(self, i):
-        return (self.sequences, self.sequences_scores)[i] if isinstance(i, int) else getattr(self, i)
-
-
-@dataclass
-class SpeechOutput:
-    """Speech generation result with intermediate tokens (``return_intermediate_token_ids=True``)."""
-
-    waveform: mx.array
-    waveform_lengths: mx.array
-    sequences: Optional[mx.array] = None
-    unit_sequences: Optional[mx.array] = None
-
-    def __getitem__(self, i):
-        if isinstance(i, str):
-            return getattr(self, i)
-        return (self.waveform, self.waveform_lengths, self.sequences, self.unit_sequences)[i]
-
-    def __iter__(self):
-        return iter((self.waveform, self.waveform_lengths))
 
 
 class SeamlessM4Tv2Model(nn.Module):
@@ -134,10 +104,8 @@ class SeamlessM4Tv2Model(nn.Module):
 
     # ------------------------------------------------------------------ generation
     def generate(self, input_ids=None, input_features=None, attention_mask=None, tgt_lang=None, **kwargs):
-        """Translate; see :func:`seamless_mlx.generation.generate` for every keyword."""
-        from .generation import generate
-
-        return generate(
+        """Translate; see :func:`seamless_mlx.generate.generate` for every keyword."""
+        return _generate(
             self,
             input_ids=input_ids,
             input_features=input_features,
@@ -147,10 +115,8 @@ class SeamlessM4Tv2Model(nn.Module):
         )
 
     def stream_generate(self, processor=None, **kwargs):
-        """Yield the translation while it is decoded; see :func:`seamless_mlx.generation.stream_generate`."""
-        from .generation import stream_generate
-
-        return stream_generate(self, processor, **kwargs)
+        """Yield the translation while it is decoded; see :func:`seamless_mlx.generate.stream_generate`."""
+        return _stream_generate(self, processor, **kwargs)
 
 
 def _as_mx(x):

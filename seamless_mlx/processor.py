@@ -4,8 +4,8 @@ Routing is that of ``transformers.SeamlessM4TProcessor``: ``text=`` goes to the 
 setting ``src_lang``/``tgt_lang`` on it, which persists), ``audios=`` (or ``audio=``) goes to the
 feature extractor with ``sampling_rate``; giving both, or neither, is a ``ValueError``.
 
-The feature extractor (``seamless_mlx.audio``) is imported only when audio is processed or
-``.feature_extractor`` is read, so text-only use never needs it.
+The feature extractor is built (from ``preprocessor_config.json``) on first use, so text-only use
+never reads that file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from .audio import SeamlessM4TFeatureExtractor
+from .features import SeamlessM4TFeatureExtractor
 from .tokenizer import SeamlessM4TTokenizer
 
 __all__ = ["SeamlessM4TProcessor"]
@@ -23,9 +23,9 @@ _UNSET = object()
 
 
 class SeamlessM4TProcessor:
-    """Wraps a :class:`SeamlessM4TTokenizer` and a ``SeamlessM4TFeatureExtractor``."""
+    """Wraps a :class:`SeamlessM4TTokenizer` and a :class:`SeamlessM4TFeatureExtractor`."""
 
-    def __init__(self, feature_extractor: Any = None, tokenizer: Optional[SeamlessM4TTokenizer] = None, folder=None):
+    def __init__(self, feature_extractor: Optional[SeamlessM4TFeatureExtractor] = None, tokenizer: Optional[SeamlessM4TTokenizer] = None, folder=None):
         if tokenizer is None:
             raise ValueError("a tokenizer is required")
         self.tokenizer = tokenizer

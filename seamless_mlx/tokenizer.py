@@ -43,92 +43,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from .spm_proto import without_dummy_prefix
+
 SPIECE_UNDERLINE = "\u2581"
 VOCAB_FILE = "sentencepiece.bpe.model"
 _HUGE = int(1e20)  # transformers' LARGE_INTEGER: model_max_length above it means "no limit"
 
 __all__ = ["SeamlessM4TTokenizer", "IncrementalDecoder", "BatchEncoding", "AddedToken"]
-
-
-# ------------------------------------------------------------------------------------------------
-# sentencepiece model surgery (protobuf wire format, no protobuf dependency)
-# ------------------------------------------------------------------------------------------------
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        bits = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(bits | 0x80)
-        else:
-            out.append(bits)
-            return bytes(out)
-
-
-def _read_varint(buf: bytes, pos: int):
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: bytes):
-    """Yield ``(field_number, raw_bytes, payload)`` for each top-level field of a message."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        start = pos
-        key, pos = _read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        payload = b""
-        if wire == 0:
-            _, pos = _read_varint(buf, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 2:
-            length, pos = _read_varint(buf, pos)
-            payload = buf[pos : pos + length]
-            pos += length
-        elif wire == 5:
-            pos += 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire} in sentencepiece model")
-        if pos > end:
-            raise ValueError("truncated sentencepiece model")
-        yield number, buf[start:pos], payload
-
-
-def _without_dummy_prefix(model_proto: bytes) -> bytes:
-    """Return the serialized ModelProto with ``normalizer_spec.add_dummy_prefix = false``.
-
-    ModelProto.normalizer_spec is field 3; NormalizerSpec.add_dummy_prefix is field 3 (bool).
-    Several occurrences of an embedded message are merged by protobuf, so their payloads are
-    concatenated before the flag is replaced.
-    """
-    parts: List[bytes] = []
-    normalizer = b""
-    slot = None
-    for number, raw, payload in _fields(model_proto):
-        if number == 3:
-            normalizer += payload
-            if slot is None:
-                slot = len(parts)
-                parts.append(b"")
-        else:
-            parts.append(raw)
-    kept = b"".join(raw for number, raw, _ in _fields(normalizer) if number != 3)
-    normalizer = kept + b"\x18\x00"  # field 3, varint, value 0
-    encoded = b"\x1a" + _varint(len(normalizer)) + normalizer  # field 3, length-delimited
-    if slot is None:
-        parts.append(encoded)
-    else:
-        parts[slot] = encoded
-    return b"".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,13 +68,19 @@ class AddedToken:
 
 
 class BatchEncoding(dict):
-    """A ``dict`` (``input_ids``, ``attention_mask``, maybe ``labels``) with attribute access."""
+    """Model inputs: a ``dict`` with attribute access, returned by the tokenizer (``input_ids``,
+    ``attention_mask``, maybe ``labels``) and by the feature extractor (``input_features``,
+    ``attention_mask``)."""
 
     def __getattr__(self, name):
         try:
             return self[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def to(self, return_tensors: Optional[str]) -> "BatchEncoding":
+        """Every value as numpy (``"np"``) or MLX (``"mlx"``) arrays, in a new object."""
+        return BatchEncoding({k: as_tensor(v, return_tensors) for k, v in self.items()})
 
 
 def _to_python(ids: Any) -> Any:
@@ -165,8 +92,14 @@ def _to_python(ids: Any) -> Any:
     return ids
 
 
-def _as_tensor(value: Any, return_tensors: Optional[str]):
+def as_tensor(value: Any, return_tensors: Optional[str]):
+    """Id lists or numpy arrays -> numpy (``"np"``; id lists as int64) or ``mx.array`` (``"mlx"``;
+    int64 ids as int32); ``None`` leaves ``value`` as it is."""
+    if return_tensors is None:
+        return value
     if return_tensors in ("np", "numpy"):
+        if isinstance(value, np.ndarray):
+            return value
         try:
             return np.asarray(value, dtype=np.int64)
         except ValueError as exc:
@@ -176,9 +109,9 @@ def _as_tensor(value: Any, return_tensors: Optional[str]):
     if return_tensors in ("mlx", "mx"):
         import mlx.core as mx
 
-        arr = _as_tensor(value, "np")
-        return mx.array(arr.astype(np.int32))
-    raise ValueError(f"return_tensors={return_tensors!r} is not supported: use None, 'np' or 'mlx'")
+        arr = as_tensor(value, "np")
+        return mx.array(arr.astype(np.int32) if arr.dtype == np.int64 else arr)
+    raise ValueError(f"return_tensors={return_tensors!r} is not supported: use None, 'np' (numpy) or 'mlx'")
 
 
 def _load_json(path: Path) -> Any:
@@ -241,7 +174,7 @@ class SeamlessM4TTokenizer:
         with open(self.vocab_file, "rb") as fh:
             proto = fh.read()
         self.sp_model = spm.SentencePieceProcessor()
-        self.sp_model.LoadFromSerializedProto(_without_dummy_prefix(proto))
+        self.sp_model.LoadFromSerializedProto(without_dummy_prefix(proto))
         self.sp_model_size = self.sp_model.get_piece_size()
         self.fairseq_offset = 1
         self._size: Optional[int] = None
@@ -777,7 +710,7 @@ class SeamlessM4TTokenizer:
             if return_tensors is not None:
                 for key in list(enc):
                     value = enc[key] if batched else [enc[key]]
-                    enc[key] = _as_tensor(value, return_tensors)
+                    enc[key] = as_tensor(value, return_tensors)
             return enc
 
         if text is not None:

@@ -180,11 +180,17 @@ def build_checkpoint(
     speech_langs=SPEECH_LANGS,
     full_size: bool = False,
     max_new_tokens: int = 24,
+    eos_logit_offset: float = 0.0,
 ):
     """Write a random-weight HF checkpoint folder at ``path`` and return ``(path, hf_model, processor)``.
 
     ``full_size=True`` keeps ``SeamlessM4Tv2Config()`` defaults (v2-large shapes) apart from the
     vocabulary, which follows the tiny tokenizer unless ``overrides`` says otherwise.
+
+    ``eos_logit_offset`` raises the text decoder's EOS logit by about that much at every step (the
+    EOS row of the tied LM head gains the direction of the final norm's bias), so that, unlike with
+    the plain random weights, sources end at different steps: with 2.0 some stop after one to three
+    tokens while others run to ``max_new_tokens``.
     """
     import torch
     from transformers import (
@@ -208,6 +214,10 @@ def build_checkpoint(
     torch.manual_seed(seed)
     model = SeamlessM4Tv2Model(config).eval()
     reinit_(model, seed)
+    if eos_logit_offset:
+        with torch.no_grad():
+            bias = model.text_decoder.layer_norm.bias
+            model.shared.weight[config.eos_token_id] += eos_logit_offset * bias / bias.norm() ** 2
 
     # Character table for the T2U model: every character of every piece, ids after pad/unk.
     id_to_text = {str(i): tok.convert_ids_to_tokens(i) for i in range(vocab)}
@@ -250,6 +260,19 @@ def load_hf(path):
 
     model = SeamlessM4Tv2Model.from_pretrained(path).eval()
     return model, AutoProcessor.from_pretrained(path)
+
+
+# ---------------------------------------------------------------------------- package internals
+# The few seamless_mlx internals that tests reach past the public API, imported here only, so that
+# a rename inside the package is followed in one line.  (Imported lazily: benchmarks build
+# checkpoints in processes that never load MLX.)
+
+
+def char_inputs(sequences, generation_config):
+    """seamless_mlx's T2U character inputs: ``(char ids [B, C], char counts [B, L-1])``."""
+    from seamless_mlx.t2u import char_inputs as ours
+
+    return ours(sequences, generation_config)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

@@ -15,7 +15,7 @@ import torch
 from checkpoints import build_checkpoint, load_hf
 
 import seamless_mlx as sm
-from seamless_mlx.beam import beam_search
+from seamless_mlx.generate import GenerateOptions, decode_text
 
 TEXTS = [
     "Hello world, how are you today?",
@@ -158,7 +158,8 @@ def test_decoder_states_for_speech_match_transformers(pair):
     memory, memory_mask = model.encode(ids, None, mask)
     prefix = mx.array([[3, model.generation_config.text_decoder_lang_to_code_id["fra"]]] * len(TEXTS), dtype=mx.int32)
     opts = dict(num_beams=3, num_return_sequences=2, eos_token_id=eos)
-    out = beam_search(model, memory, memory_mask, prefix, opts, 10, collect_hidden=True)
+    options = GenerateOptions.resolve(model.generation_config, dict(opts, max_new_tokens=10))
+    out = decode_text(model, memory, memory_mask, prefix, options, collect_hidden=True)
     seqs = torch.tensor(np.array(out.sequences), dtype=torch.long)
     with torch.no_grad():
         enc_states = hf.text_encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state

@@ -110,7 +110,7 @@ def ours(folder) -> dict:
     """The same as :func:`reference`, from seamless_mlx (loading the transformers folder)."""
     import seamless_mlx as sm  # first: it picks MLX's CPU BLAS
     import mlx.core as mx
-    from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+    from seamless_mlx import SeamlessM4TFeatureExtractor
 
     model = sm.SeamlessM4Tv2Model.from_pretrained(folder)
     feats = SeamlessM4TFeatureExtractor()(speech(), sampling_rate=SR, return_tensors="mlx")

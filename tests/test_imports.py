@@ -6,12 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "seamless_mlx"
 
-# TEMPORARY, removed at the merge: engineer H2 is rewriting these four generation modules (and the
-# model <-> generation cycle, including model.py's two function-local imports of .generation).
-# Imports from or to them are not checked on this branch.
-BEING_REWRITTEN = {"seamless_mlx.generation", "seamless_mlx.beam", "seamless_mlx.logits", "seamless_mlx.generate"}
-
-# TEMPORARY as well: cli.py's function-local imports, older than this test.  Its tests replace api
+# TEMPORARY: cli.py's function-local imports, older than this test.  Its tests replace api
 # functions (``monkeypatch.setattr(api, "translate", ...)``) through them, so hoisting them means
 # calling ``api.translate(...)`` in cli.py, which other branches are editing; done at the merge.
 CLI_LOCAL_IMPORTS = {
@@ -66,15 +61,12 @@ def _imports(name: str):
 
 
 def graph():
-    """``{module: {imported module: [(line, in_function), ...]}}``, the modules being rewritten left out."""
+    """``{module: {imported module: [(line, in_function), ...]}}``."""
     edges = {}
     for name in MODULES:
-        if name in BEING_REWRITTEN:
-            continue
         edges[name] = {}
         for target, line, local in _imports(name):
-            if target not in BEING_REWRITTEN:
-                edges[name].setdefault(target, []).append((line, local))
+            edges[name].setdefault(target, []).append((line, local))
     return edges
 
 

@@ -9,7 +9,7 @@ import pytest
 from mlx.utils import tree_map
 
 import seamless_mlx as sm
-from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+from seamless_mlx import SeamlessM4TFeatureExtractor
 from seamless_mlx.convert import convert, main as convert_main
 from seamless_mlx.processor import SeamlessM4TProcessor
 from seamless_mlx.quantize import quantize_model

@@ -7,7 +7,7 @@ import torch
 from routes import route_of
 
 import seamless_mlx as sm
-from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+from seamless_mlx import SeamlessM4TFeatureExtractor
 
 TEXTS = ["Hello world, how are you?", "Bonjour tout le monde !"]
 

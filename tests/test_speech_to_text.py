@@ -9,7 +9,7 @@ from checkpoints import build_checkpoint, load_hf
 from routes import use_route
 
 import seamless_mlx as sm
-from seamless_mlx.audio import SeamlessM4TFeatureExtractor
+from seamless_mlx import SeamlessM4TFeatureExtractor
 
 
 def _audio(seed, seconds):

@@ -532,11 +532,11 @@ def test_dummy_prefix_surgery_matches_transformers(folder, hf):
     """Our protobuf-free edit of the spm model equals transformers' protobuf MergeFrom edit."""
     from transformers.convert_slow_tokenizer import import_protobuf
 
-    from seamless_mlx.tokenizer import _without_dummy_prefix
+    from seamless_mlx.spm_proto import without_dummy_prefix
 
     model_pb2 = import_protobuf()
     raw = (folder / "sentencepiece.bpe.model").read_bytes()
-    ours = model_pb2.ModelProto.FromString(_without_dummy_prefix(raw))
+    ours = model_pb2.ModelProto.FromString(without_dummy_prefix(raw))
     theirs = model_pb2.ModelProto.FromString(hf.sp_model.serialized_model_proto())
     assert ours.normalizer_spec.add_dummy_prefix is False
     assert ours == theirs
