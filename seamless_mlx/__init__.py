@@ -22,6 +22,7 @@ except ImportError as _e:  # Linux: the mlx package without a backend wheel
 from .config import GenerationConfig, ModelConfig  # noqa: E402
 from .features import SeamlessM4TFeatureExtractor  # noqa: E402
 from .generate import GenerateOutput, SpeechOutput  # noqa: E402
+from .loading import resolve  # noqa: E402
 from .model import (  # noqa: E402
     SeamlessM4Tv2ForSpeechToSpeech,
     SeamlessM4Tv2ForSpeechToText,
@@ -39,13 +40,15 @@ __version__ = "0.1.0"
 _blas.warn_if_missing(_mx.default_device() == _mx.cpu)
 
 
-def load(path, model_class=None, dtype=None):
-    """Load ``(model, processor)`` from a converted folder, a transformers folder or a hub id."""
-    from .loading import resolve
+def load(path, model_class=None, dtype=None, cpu_routes=None):
+    """Load ``(model, processor)`` from a converted folder, a transformers folder or a hub id.
 
+    ``cpu_routes``: see :meth:`SeamlessM4Tv2Model.from_pretrained` (default: on when MLX's default
+    device is the CPU, unless ``SEAMLESS_MLX_ROUTES=generic``)."""
     folder = resolve(path)
     cls = model_class or SeamlessM4Tv2Model
-    return cls.from_pretrained(folder, dtype=dtype), SeamlessM4TProcessor.from_pretrained(folder)
+    model = cls.from_pretrained(folder, dtype=dtype, cpu_routes=cpu_routes)
+    return model, SeamlessM4TProcessor.from_pretrained(folder)
 
 
 __all__ = [

@@ -47,8 +47,15 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
+from . import model as model_classes
 from .audio import SAMPLE_RATE, AudioFileNotFoundError, load_audio, prepare_audio, save_wav
+from .batch import Job, run_jobs
+from .convert import convert
+from .fileio import check_output_path, target_lock, write_text_atomic
 from .generate import check_target, stream_generate
+from .loading import CheckpointError, is_converted, resolve
+from .processor import SeamlessM4TProcessor
+from .segment import split_on_pauses
 
 DEFAULT_MODEL = "facebook/seamless-m4t-v2-large"
 GAP_S = 0.2
@@ -198,8 +205,6 @@ def model_folder(
 ) -> Path:
     """A converted MLX folder for ``model_id`` (converting into the cache on first use, with a
     message on stderr unless ``quiet``)."""
-    from .loading import CheckpointError, is_converted, resolve
-
     model_id = str(model_id)
     if quantize not in (None, 4, 8):
         raise ValueError(f"quantize must be 4 or 8 (bits), got {quantize!r}")
@@ -223,9 +228,6 @@ def model_folder(
     if not convert_if_needed:
         return resolve(model_id)
     src = resolve(model_id)
-    from .convert import convert
-    from .fileio import target_lock
-
     what = f"{quantize}-bit quantized MLX" if quantize else "MLX"
     log = (lambda msg: None) if quiet else _log
     try:
@@ -262,10 +264,7 @@ def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optio
 
 @functools.lru_cache(maxsize=4)
 def _load_model(folder: str, class_name: str, quantize: Optional[int]):
-    import seamless_mlx
-    from .processor import SeamlessM4TProcessor
-
-    cls = getattr(seamless_mlx, class_name)
+    cls = getattr(model_classes, class_name)
     return cls.from_pretrained(folder), SeamlessM4TProcessor.from_pretrained(folder)
 
 
@@ -281,12 +280,9 @@ def share_model(model_id: str, quantize: Optional[int] = None):
     A long-running process that serves all tasks (``seamless-mlx serve``) then holds one copy of
     the weights instead of up to four task-specific ones.  Returns ``(model, processor)``.
     """
-    import seamless_mlx
-    from .processor import SeamlessM4TProcessor
-
     folder = str(Path(model_folder(model_id, quantize)).resolve())
     if folder not in _SHARED:
-        _SHARED[folder] = (seamless_mlx.SeamlessM4Tv2Model.from_pretrained(folder),
+        _SHARED[folder] = (model_classes.SeamlessM4Tv2Model.from_pretrained(folder),
                            SeamlessM4TProcessor.from_pretrained(folder))
     return _SHARED[folder]
 
@@ -453,8 +449,6 @@ def translate(
     if audio is None:
         return _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text)
 
-    from .segment import split_on_pauses
-
     ranges = split_on_pauses(audio, SAMPLE_RATE, max_segment_s=max_segment_s, long_s=max(20.0, max_segment_s))
     it = ranges
     if progress and len(ranges) > 1:
@@ -522,9 +516,6 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
                     progress, quantize, sampling_rate, batch_size) -> List[Result]:
     """``translate`` of each source, in padded batches: each source is cut into jobs exactly as
     alone (text lines, recording pieces), the jobs of a window of sources run together."""
-    from .batch import Job, run_jobs
-    from .segment import split_on_pauses
-
     n = len(sources)
     tgts, srcs = ([*v] if isinstance(v, (list, tuple)) else [v] * n for v in (tgt_lang, src_lang))
     if len(tgts) != n or len(srcs) != n:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 
+from .config import GenerationConfig, ModelConfig
 from .fileio import aside_name, clean_stale_temp_folders, exit_on_sigterm, make_temp_dir, target_lock
 from .loading import (
     DTYPES,
@@ -38,10 +40,24 @@ from .loading import (
     resolve,
     sanitize,
 )
+from .model import SeamlessM4Tv2Model
+from .tokenizer import SeamlessM4TTokenizer
+from .quantize import DEFAULT_DTYPE, apply_quantization, check_quant_args, quantize_model
 
 MAX_SHARD_BYTES = 2 << 30
 Q_BITS = (2, 3, 4, 5, 6, 8)
 
+
+
+def quantize_weights(config, weights: Dict[str, mx.array], bits: int, group_size: int):
+    """Full-model weights -> (quantized weights, ``{"group_size", "bits"}`` for config.json)."""
+    check_quant_args(bits, group_size)
+    model = SeamlessM4Tv2Model(config)
+    load_strict(model, weights)
+    qconf = quantize_model(model, bits, group_size)
+    out = dict(tree_flatten(model.parameters()))
+    mx.eval(out)
+    return out, qconf
 
 def save_sharded(weights: Dict[str, mx.array], folder: Path, max_bytes: int = MAX_SHARD_BYTES):
     """``model.safetensors`` or ``model-XXXXX-of-YYYYY.safetensors`` shards plus an index."""
@@ -90,8 +106,6 @@ def convert(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if quantize:
-        from .quantize import DEFAULT_DTYPE, check_quant_args
-
         check_quant_args(q_bits, q_group_size)
         dtype = dtype or DEFAULT_DTYPE
     out = Path(mlx_path).expanduser().resolve()
@@ -127,8 +141,6 @@ def _convert_locked(out, src, hf_path, config, config_dict, dtype, quantize, q_b
         if dtype is not None:
             config_dict["torch_dtype"] = dtype
         if quantize:
-            from .quantize import quantize_weights
-
             weights, qconf = quantize_weights(config, weights, q_bits, q_group_size)
             config_dict["quantization"] = qconf
         _write_folder(out, src, hf_path, weights, config_dict, dtype, quantize, shard_bytes)
@@ -231,9 +243,6 @@ def _make_parent(out: Path):
 def check_source(src: Path):
     """``(ModelConfig, config.json dict)`` of a source that can be served, else a
     ``CheckpointError`` naming every file that is missing or unusable."""
-    from .config import GenerationConfig, ModelConfig
-    from .tokenizer import SeamlessM4TTokenizer
-
     missing = []
     if not (src / "config.json").is_file():
         raise CheckpointError(f"{src} has no config.json: it is not a SeamlessM4T-v2 checkpoint folder.")
@@ -263,14 +272,10 @@ def check_source(src: Path):
 
 def check_weights(src: Path, config, weights: Dict[str, mx.array]):
     """Every weight the model has, with the shape its config gives, and no other (names them)."""
-    from .model import SeamlessM4Tv2Model
-
     model = SeamlessM4Tv2Model(config)
     weights = dict(weights)
     weights.pop("t2u_model.model.decoder.embed_tokens.weight", None)  # unused table of older folders
     if config.quantization:
-        from .quantize import apply_quantization
-
         apply_quantization(model, config.quantization, weights)
     try:
         load_strict(model, weights)

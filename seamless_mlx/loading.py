@@ -14,8 +14,14 @@ from typing import Dict, Iterable, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
+from . import cpu
 from .config import GenerationConfig, ModelConfig
+from .quantize import apply_quantization
+from .speech_encoder import sanitize as sanitize_speech_encoder
+from .t2u import sanitize as sanitize_t2u
+from .vocoder import sanitize as sanitize_vocoder
 
 FORMAT_KEY = "seamless_mlx"
 FORMAT_VERSION = 1
@@ -118,8 +124,6 @@ def sanitize(weights: Dict[str, mx.array], config: ModelConfig) -> Dict[str, mx.
     and hands each sub-model's tensors to that sub-model's own ``sanitize`` (conv layouts,
     weight-norm folding).
     """
-    import importlib
-
     w = dict(weights)
     if "shared.weight" not in w:
         for alt in ("text_decoder.embed_tokens.weight", "text_encoder.embed_tokens.weight", "lm_head.weight"):
@@ -130,12 +134,11 @@ def sanitize(weights: Dict[str, mx.array], config: ModelConfig) -> Dict[str, mx.
         w.pop(k, None)
 
     out: Dict[str, mx.array] = {}
-    groups = {"speech_encoder.": "speech_encoder", "t2u_model.": "t2u", "vocoder.": "vocoder"}
-    for prefix, module_name in groups.items():
+    groups = {"speech_encoder.": sanitize_speech_encoder, "t2u_model.": sanitize_t2u, "vocoder.": sanitize_vocoder}
+    for prefix, sanitize_group in groups.items():
         sub = {k[len(prefix) :]: v for k, v in w.items() if k.startswith(prefix)}
         if sub:
-            module = importlib.import_module(f".{module_name}", __package__)
-            for k, v in module.sanitize(sub).items():
+            for k, v in sanitize_group(sub).items():
                 out[prefix + k] = v
     for k, v in w.items():
         if not k.startswith(tuple(groups)):
@@ -149,8 +152,12 @@ def load_config(folder: Path):
     return config, gen
 
 
-def load_model(path, cls, dtype: Optional[str] = None, lazy: bool = False):
-    """Build ``cls`` for the folder at ``path`` and load its weights strictly."""
+def load_model(path, cls, dtype: Optional[str] = None, lazy: bool = False, cpu_routes: Optional[bool] = None):
+    """Build ``cls`` for the folder at ``path`` and load its weights strictly.
+
+    Quantized folders are quantized on the built model (``nn.quantize``) before the weights load;
+    then, when ``cpu_routes`` (default: :func:`seamless_mlx.cpu.wanted`), the CPU-tuned modules are
+    swapped in (:func:`seamless_mlx.cpu.accelerate`)."""
     folder = resolve(path)
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json: it is not a model folder.")
@@ -160,12 +167,8 @@ def load_model(path, cls, dtype: Optional[str] = None, lazy: bool = False):
     weights = read_weights(folder, prefixes)
     if not is_converted(folder):
         weights = sanitize(weights, config)
-    # folders converted before the T2U decoder's unused token table was dropped still hold it
-    weights.pop("t2u_model.model.decoder.embed_tokens.weight", None)
     weights = {k: v for k, v in weights.items() if k.startswith(prefixes)}
     if config.quantization:
-        from .quantize import apply_quantization
-
         apply_quantization(model, config.quantization, weights)
     if dtype is None and mx.default_device() == mx.cpu and any(
         v.dtype in (mx.float16, mx.bfloat16) for v in weights.values()
@@ -176,6 +179,8 @@ def load_model(path, cls, dtype: Optional[str] = None, lazy: bool = False):
     load_strict(model, weights)
     if not lazy:
         mx.eval(model.parameters())
+    if cpu.wanted() if cpu_routes is None else cpu_routes:
+        cpu.accelerate(model)
     return model
 
 
@@ -204,8 +209,6 @@ def cast_weights(weights: Dict[str, mx.array], dtype: str, materialize: bool = F
 
 def load_strict(model: nn.Module, weights: Dict[str, mx.array]):
     """``load_weights(strict=True)`` with messages that name every missing/unexpected weight."""
-    from mlx.utils import tree_flatten
-
     expected = dict(tree_flatten(model.parameters()))
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))

@@ -25,8 +25,11 @@ import numpy as np
 from .config import GenerationConfig, ModelConfig
 from .generate import generate as _generate
 from .generate import stream_generate as _stream_generate
-from .layers import linear
+from .loading import load_model
+from .speech_encoder import SpeechEncoder
+from .t2u import TextToUnit
 from .text import TextDecoder, TextEncoder
+from .vocoder import CodeHifiGan
 
 ALL_COMPONENTS = ("text_encoder", "speech_encoder", "text_decoder", "t2u_model", "vocoder")
 
@@ -45,23 +48,17 @@ class SeamlessM4Tv2Model(nn.Module):
         if "text_encoder" in self.components:
             self.text_encoder = TextEncoder(config)
         if "speech_encoder" in self.components:
-            from .speech_encoder import SpeechEncoder
-
             self.speech_encoder = SpeechEncoder(config)
         if "text_decoder" in self.components:
             self.text_decoder = TextDecoder(config)
         if "t2u_model" in self.components:
-            from .t2u import TextToUnit
-
             self.t2u_model = TextToUnit(config)
         if "vocoder" in self.components:
-            from .vocoder import CodeHifiGan
-
             self.vocoder = CodeHifiGan(config)
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, path, dtype: Optional[str] = None, lazy: bool = False):
+    def from_pretrained(cls, path, dtype: Optional[str] = None, lazy: bool = False, cpu_routes: Optional[bool] = None):
         """Load from a converted MLX folder or straight from a Hugging Face folder / hub id.
 
         Loading is strict: a weight that is missing, unexpected or of the wrong shape raises an
@@ -71,18 +68,19 @@ class SeamlessM4Tv2Model(nn.Module):
         quantization scales included.  By default they stay as stored, except on the CPU backend,
         where float16/bfloat16 weights are computed in float32: MLX's CPU kernels for half
         precision are 10-40x slower than for float32.
-        """
-        from .loading import load_model
 
-        return load_model(path, cls, dtype=dtype, lazy=lazy)
+        ``cpu_routes``: swap in the CPU-tuned modules of :mod:`seamless_mlx.cpu` (same parameters,
+        same results, faster on the CPU).  By default: when MLX's default device is the CPU and
+        the environment does not say ``SEAMLESS_MLX_ROUTES=generic``.
+        """
+        return load_model(path, cls, dtype=dtype, lazy=lazy, cpu_routes=cpu_routes)
 
     def weight_prefixes(self) -> Tuple[str, ...]:
         return ("shared.",) + tuple(c + "." for c in self.components)
 
     # ------------------------------------------------------------------ pieces
     def lm_logits(self, hidden: mx.array) -> mx.array:
-        if isinstance(self.shared, nn.Embedding) and not hasattr(self.shared, "scales"):
-            return linear(hidden, self.shared.weight)  # the tied head, split over CPU streams
+        """Decoder states ``[..., D]`` -> vocabulary logits (the tied embedding as the LM head)."""
         return self.shared.as_linear(hidden)
 
     def encode_text(self, input_ids: mx.array, attention_mask: Optional[mx.array] = None):

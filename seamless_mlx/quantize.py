@@ -4,7 +4,7 @@ Quantized: the linear layers of the text encoder/decoder, speech encoder (with a
 model, the shared token embedding (which is also the tied LM head, used through
 ``QuantizedEmbedding.as_linear``), and the wide convolutions of the speech adaptor and the T2U
 decoder layers (as the ``[Cout, K * Cin]`` matrix of their stacked taps, see
-:class:`seamless_mlx.conv.QuantizedConv1d`), and two large lookup tables: the T2U character
+:class:`QuantizedConv1d`), and two large lookup tables: the T2U character
 embedding and the vocoder's unit embedding (a lookup error is one rounding of one row; measured in
 benchmarks/quantization.py).  Kept in floating point: the depthwise convolution, norms, small
 embeddings (positions, speakers, languages), the T2U duration predictor (its rounding decides how
@@ -16,14 +16,13 @@ float16 unless another ``dtype`` is asked for: float32 scales alone cost half a 
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map_with_path
+from mlx.utils import tree_map_with_path
 
-from .conv import Conv1d
-from .layers import QuantizedEmbedding, QuantizedLinear
+from .layers import stacked_taps
 
 QUANTIZED_ROOTS = ("shared", "text_encoder.", "text_decoder.", "speech_encoder.", "t2u_model.")
 QUANTIZED_CONV_ROOTS = ("speech_encoder.adapter.", "t2u_model.model.decoder.layers.")
@@ -40,12 +39,56 @@ def check_quant_args(bits: int, group_size: int):
         raise ValueError(f"--q-group-size must be one of {', '.join(map(str, ALLOWED_GROUPS))}, got {group_size}")
 
 
+class QuantizedConv1d(nn.Module):
+    """An ungrouped ``nn.Conv1d`` whose weight is stored quantized as the ``[Cout, K * Cin]`` matrix
+    of its stacked taps; the forward pass is one quantized product.
+
+    Wide, short convolutions (the T2U decoder's kernel-7 1024-channel convs, the speech adaptor's
+    stride-8 convs) hold most of the non-linear bytes of the model, so quantizing them is what
+    brings a 4-bit folder under its size target.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 bias=True, group_size=64, bits=4, mode="affine"):
+        super().__init__()
+        self.stride, self.padding, self.dilation, self.kernel_size = stride, padding, dilation, kernel_size
+        self.group_size, self.bits, self.mode = group_size, bits, mode
+        w = mx.zeros((out_channels, kernel_size * in_channels))
+        self.weight, self.scales, *biases = mx.quantize(w, group_size, bits, mode=mode)
+        if biases:
+            self.biases = biases[0]
+        if bias:
+            self.bias = mx.zeros((out_channels,))
+        self.freeze()
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv1d, group_size: int, bits: int, mode: str = "affine") -> "QuantizedConv1d":
+        if conv.groups != 1:
+            raise ValueError("only ungrouped convolutions can be quantized")
+        c_out, kernel, c_in = conv.weight.shape
+        q = cls(c_in, c_out, kernel, conv.stride, conv.padding, conv.dilation, "bias" in conv, group_size, bits, mode)
+        q.weight, q.scales, *biases = mx.quantize(conv.weight.reshape(c_out, kernel * c_in), group_size, bits, mode=mode)
+        if biases:
+            q.biases = biases[0]
+        if "bias" in conv:
+            q.bias = conv.bias
+        return q
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """``[B, T, Cin]`` -> ``[B, T_out, Cout]``."""
+        cols = stacked_taps(x, self.kernel_size, self.stride, self.padding, self.padding, self.dilation)
+        y = mx.quantized_matmul(cols, self.weight, self.scales, self.get("biases"), transpose=True,
+                                group_size=self.group_size, bits=self.bits, mode=self.mode)
+        return y if "bias" not in self else y + self.bias
+
+
 def should_quantize(path: str, module: nn.Module, group_size: int) -> bool:
+    """The quantization rule of this package (see the module docstring)."""
     if isinstance(module, nn.Embedding):
         return path in QUANTIZED_EMBEDDINGS and module.weight.shape[-1] % group_size == 0
     if not path.startswith(QUANTIZED_ROOTS) or ".duration_predictor." in path:
         return False
-    if isinstance(module, Conv1d):
+    if isinstance(module, nn.Conv1d):
         c_out, kernel, c_in = module.weight.shape
         return path.startswith(QUANTIZED_CONV_ROOTS) and module.groups == 1 and (kernel * c_in) % group_size == 0
     if isinstance(module, nn.Linear):
@@ -54,39 +97,26 @@ def should_quantize(path: str, module: nn.Module, group_size: int) -> bool:
 
 
 def quantize_modules(model: nn.Module, predicate, group_size: int, bits: int) -> None:
-    """``nn.quantize`` with this package's quantized classes, whose products take the fast route
-    on the CPU (see :func:`seamless_mlx.layers.quantized_product`).  In place."""
+    """``nn.quantize`` with ``predicate(path, module)`` for the linear layers and embeddings, and the
+    same rule for ungrouped convolutions (as :class:`QuantizedConv1d`, or what a conv's own
+    ``to_quantized`` makes).  In place."""
+    nn.quantize(model, group_size, bits, class_predicate=lambda p, m: not isinstance(m, nn.Conv1d) and predicate(p, m))
 
-    def swap(path, m):
-        if not predicate(path, m):
-            return m
-        if isinstance(m, nn.Linear):
-            return QuantizedLinear.from_linear(m, group_size, bits)
-        if isinstance(m, nn.Embedding):
-            return QuantizedEmbedding.from_embedding(m, group_size, bits)
-        if isinstance(m, Conv1d):
-            return m.to_quantized(group_size, bits)
-        raise ValueError(f"cannot quantize {path} ({type(m).__name__})")
+    def conv(path, m):
+        if isinstance(m, nn.Conv1d) and predicate(path, m):
+            if hasattr(m, "to_quantized"):
+                return m.to_quantized(group_size, bits)
+            return QuantizedConv1d.from_conv(m, group_size, bits)
+        return m
 
-    model.update_modules(tree_map_with_path(swap, model.leaf_modules(), is_leaf=nn.Module.is_module))
+    model.update_modules(tree_map_with_path(conv, model.leaf_modules(), is_leaf=nn.Module.is_module))
 
 
-def quantize_model(model: nn.Module, bits: int, group_size: int) -> None:
+def quantize_model(model: nn.Module, bits: int, group_size: int) -> Dict:
+    """Quantize a built float model in place by this package's rule; returns the
+    ``{"group_size", "bits"}`` entry that config.json stores."""
     quantize_modules(model, lambda p, m: should_quantize(p, m, group_size), group_size, bits)
-
-
-def quantize_weights(config, weights: Dict[str, mx.array], bits: int, group_size: int) -> Tuple[Dict, Dict]:
-    """Full-model weights -> (quantized weights, ``{"group_size", "bits"}`` for config.json)."""
-    from .loading import load_strict
-    from .model import SeamlessM4Tv2Model
-
-    check_quant_args(bits, group_size)
-    model = SeamlessM4Tv2Model(config)
-    load_strict(model, weights)
-    quantize_model(model, bits, group_size)
-    out = dict(tree_flatten(model.parameters()))
-    mx.eval(out)
-    return out, {"group_size": group_size, "bits": bits}
+    return {"group_size": group_size, "bits": bits}
 
 
 def apply_quantization(model: nn.Module, qconf: Dict, weights: Dict[str, mx.array]) -> None:

@@ -18,40 +18,18 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-from .conv import Conv1d
-from .layers import (
-    CPU_CORES,
-    LayerNorm,
-    Linear,
-    attention,
-    cpu_routes,
-    get_activation,
-    glu,
-    head_groups,
-    lengths_to_mask,
-    linear_act,
-    linear_glu,
-    over_streams,
-    parallel_over_heads,
-)
+from .layers import get_activation, lengths_to_mask
 
 # transformers builds these LayerNorms without passing config.layer_norm_eps
 _DEFAULT_EPS = 1e-5
 
-
-ATTENTION_SLICE_BYTES = 64 << 20  # CPU: above this, [T, T] attention tensors are built in blocks
-ATTENTION_BLOCK_BYTES = 8 << 20  # ... of one head and this many bytes of [rows, T] scores
-FFN_BLOCK_BYTES = 16 << 20  # CPU: a feed-forward whose [T, intermediate] activations are larger runs in row blocks
-# Off the CPU: above this size of one layer's [B, H, T, T] scores, each conformer layer is evaluated
-# before the next is built.  MLX's GPU backends release a kernel's buffers only once the GPU has run
-# it, and the graph of all 24 layers is queued far ahead of the GPU: with unfused attention (float32
-# on CUDA with ``MLX_ENABLE_TF32=0``) many layers' score tensors were alive at once.  v2-large
-# encoder, 60 s of audio, H100: 16.45 -> 2.08 GB over the weights, 0.285 -> 0.33 s (the fused
-# kernel, TF32 on: ~2 GB and the same time either way).
+# Above this size of one layer's [B, H, T, T] scores, each conformer layer is evaluated before the
+# next is built, so that a GPU never holds the score tensors of many queued layers at once.
 EVAL_EACH_LAYER_BYTES = 256 << 20
 
 
-def _neg(dtype) -> mx.array:
+def masked_score(dtype) -> mx.array:
+    """The additive score of a masked (query, key) pair."""
     # Half of the dtype minimum: masked scores still collapse to one constant
     # (so an all-masked row averages uniformly, as transformers' finfo.min does
     # in fp32), but adding a score to it cannot overflow to -inf in fp16.
@@ -91,6 +69,11 @@ def chunk_keep(length: int, chunk_size: Optional[int], left_chunk_num: int) -> O
     return (j >= start[:, None]) & (j < end[:, None])
 
 
+def causal_pad(x: mx.array, kernel_size: int) -> mx.array:
+    """``[B, T, C]`` with ``kernel_size - 1`` zero frames in front: output ``t`` of the conv sees ``t-K+1 .. t``."""
+    return mx.pad(x, [(0, 0), (kernel_size - 1, 0), (0, 0)])
+
+
 def relative_distance_index(length: int, left: int, right: int) -> mx.array:
     """``[T, T]`` int32 row of ``distance_embedding`` for each (query i, key j): clip(j - i) + left."""
     pos = mx.arange(length)
@@ -100,8 +83,8 @@ def relative_distance_index(length: int, left: int, right: int) -> mx.array:
 class FeatureProjection(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.layer_norm = LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
-        self.projection = Linear(config.feature_projection_input_dim, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.feature_projection_input_dim, eps=config.layer_norm_eps)
+        self.projection = nn.Linear(config.feature_projection_input_dim, config.hidden_size)
 
     def __call__(self, x: mx.array) -> mx.array:
         return self.projection(self.layer_norm(x))
@@ -110,23 +93,12 @@ class FeatureProjection(nn.Module):
 class ConformerFeedForward(nn.Module):
     def __init__(self, config: ModelConfig, activation: Optional[str] = None):
         super().__init__()
-        self.intermediate_dense = Linear(config.hidden_size, config.speech_encoder_intermediate_size)
-        self.output_dense = Linear(config.speech_encoder_intermediate_size, config.hidden_size)
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.speech_encoder_intermediate_size)
+        self.output_dense = nn.Linear(config.speech_encoder_intermediate_size, config.hidden_size)
         self.act = get_activation(activation or config.speech_encoder_hidden_act)
 
     def __call__(self, x: mx.array) -> mx.array:
-        rows = x.size // x.shape[-1]
-        width = self.intermediate_dense.weight.shape[0]
-        if not cpu_routes() or rows * width * x.dtype.size <= FFN_BLOCK_BYTES:
-            return self.output_dense(linear_act(x, self.intermediate_dense, self.act))
-        # Long inputs on the CPU: row blocks, so the [rows, intermediate] activations stay small
-        # enough for the allocators to reuse (see ConformerSelfAttention: fresh pages otherwise).
-        block = max(1, FFN_BLOCK_BYTES // (width * x.dtype.size * x.shape[0]))
-        T = x.shape[1]
-        return mx.concatenate(
-            [self.output_dense(linear_act(x[:, a : a + block], self.intermediate_dense, self.act)) for a in range(0, T, block)],
-            axis=1,
-        )
+        return self.output_dense(self.act(self.intermediate_dense(x)))
 
 
 class ConformerSelfAttention(nn.Module):
@@ -143,103 +115,35 @@ class ConformerSelfAttention(nn.Module):
         self.num_heads = config.speech_encoder_attention_heads
         self.head_dim = dims // self.num_heads
         self.scale = 1.0 / math.sqrt(self.head_dim)
-        self.linear_q = Linear(dims, dims)
-        self.linear_k = Linear(dims, dims)
-        self.linear_v = Linear(dims, dims)
-        self.linear_out = Linear(dims, dims)
+        self.linear_q = nn.Linear(dims, dims)
+        self.linear_k = nn.Linear(dims, dims)
+        self.linear_v = nn.Linear(dims, dims)
+        self.linear_out = nn.Linear(dims, dims)
         self.relative = use_position_embeddings and config.position_embeddings_type == "relative_key"
         if self.relative:
             self.left = config.left_max_position_embeddings
             self.right = config.right_max_position_embeddings
             self.distance_embedding = nn.Embedding(self.left + self.right + 1, self.head_dim)
 
+    def relative_scores(self, q: mx.array) -> mx.array:
+        """Shaw scores ``(q . E[clip(j - i)]) / sqrt(head_dim)`` ``[B, H, T, T]`` of queries ``[B, H, T, Dh]``."""
+        T = q.shape[2]
+        # scaled while still [B, H, T, R], before the gather makes it [B, H, T, T]
+        rel = (q * self.scale) @ self.distance_embedding.weight.astype(q.dtype).T
+        return mx.take_along_axis(rel, relative_distance_index(T, self.left, self.right)[None, None], axis=-1)
+
     def __call__(self, x: mx.array, keep: Optional[mx.array] = None) -> mx.array:
         """``x`` ``[B, T, D]``; ``keep`` bool broadcastable to ``[B, 1, T, T]`` or ``None``."""
         B, T, _ = x.shape
-        H, Dh = self.num_heads, self.head_dim
-        q = self.linear_q(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
-        k = self.linear_k(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
-        v = self.linear_v(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
-
-        rel = None
-        if self.relative:
-            # transformers adds (q . E[d]) / sqrt(head_dim), same scale as q . k;
-            # scaled while still [B, H, T, R], before the gather makes it [B, H, T, T]
-            rel = (q * self.scale) @ self.distance_embedding.weight.astype(q.dtype).T
-            idx = relative_distance_index(T, self.left, self.right)[None, None]
-
-        def attend_heads(q, k, v, rel, rows=slice(None)):
-            """Attention of the queries ``rows`` (``q`` and ``rel`` already cut to them)."""
-            bias = None if rel is None else mx.take_along_axis(rel, idx[..., rows, :], axis=-1)
-            if keep is not None:
-                # Masked entries are a constant, not constant + relative score: that
-                # is what finfo.min + score rounds to in transformers.
-                neg = _neg(q.dtype)
-                kept = keep[..., rows, :] if keep.shape[-2] > 1 else keep
-                bias = mx.where(kept, mx.array(0.0, dtype=q.dtype) if bias is None else bias, neg)
-            return attention(q, k, v, self.scale, bias)
-
-        def attend(q, k, v, rel):
-            # On the CPU, long inputs go one head and one block of queries at a time, each block
-            # after the previous one: the scores, bias and softmax weights then exist for one
-            # block only, at most ATTENTION_BLOCK_BYTES each (60 s of audio: 8 MB instead of
-            # 36 MB per head, 576 MB for all 16).  Blocks that small are also reused by the
-            # allocators; whole-head buffers were above MLX's 32 MB CPU buffer cache and glibc's
-            # mmap threshold, so each came from fresh pages: 60 s encoder 119 -> 104 s.
-            if not cpu_routes() or q.shape[0] * q.shape[1] * T * T * 4 <= ATTENTION_SLICE_BYTES:
-                return attend_heads(q, k, v, rel)
-            block = max(1, ATTENTION_BLOCK_BYTES // (q.shape[0] * T * q.dtype.size))
-            heads, last = [], None
-            for h in range(q.shape[1]):
-                parts = []
-                for start in range(0, T, block):
-                    rows = slice(start, min(start + block, T))
-                    qb, rb = q[:, h : h + 1, rows], None if rel is None else rel[:, h : h + 1, rows]
-                    if last is not None:  # never two blocks at once
-                        qb = mx.depends(qb, last)
-                        rb = None if rb is None else mx.depends(rb, last)
-                    last = attend_heads(qb, k[:, h : h + 1], v[:, h : h + 1], rb, rows)
-                    parts.append(last)
-                heads.append(parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=2))
-            return mx.concatenate(heads, axis=1)
-
-        out = parallel_over_heads(attend, H, head_groups(B, H, T, T), q, k, v, rel)
+        q, k, v = (p(x).reshape(B, T, self.num_heads, -1).transpose(0, 2, 1, 3)
+                   for p in (self.linear_q, self.linear_k, self.linear_v))
+        bias = self.relative_scores(q) if self.relative else None
+        if keep is not None:
+            # Masked entries are a constant, not constant + relative score: that
+            # is what finfo.min + score rounds to in transformers.
+            bias = mx.where(keep, mx.array(0.0, dtype=q.dtype) if bias is None else bias, masked_score(q.dtype))
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=bias)
         return self.linear_out(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
-
-
-class CausalDepthwiseConv1d(nn.Module):
-    """Depthwise conv over time with ``kernel_size - 1`` frames of left zero padding.
-
-    ``weight`` is ``[C, K, 1]``, the layout of ``nn.Conv1d(C, C, K, groups=C)``.
-    Computed as K shifted multiply-adds: on the MLX CPU backend this is several
-    times faster than the grouped convolution.  On the CPU, long inputs are cut into
-    one time span per core (each reads its ``K - 1`` frames of history), run on
-    separate streams: MLX's CPU element-wise kernels use one thread each (1.7x).
-    """
-
-    def __init__(self, channels: int, kernel_size: int):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.weight = mx.zeros((channels, kernel_size, 1))
-
-    def __call__(self, x: mx.array) -> mx.array:
-        """``[B, T, C]`` -> ``[B, T, C]``; output ``t`` sees inputs ``t-K+1 .. t``."""
-        K = self.kernel_size
-        T = x.shape[1]
-        x = mx.pad(x, [(0, 0), (K - 1, 0), (0, 0)])
-        # [K, C], contiguous: each tap multiplies by a contiguous row (a strided column of the
-        # [C, K] weight sends MLX's CPU binary ops down their scalar path)
-        w = mx.contiguous(self.weight[:, :, 0].T.astype(x.dtype))
-
-        def span(sl: slice) -> mx.array:
-            start, n = sl.start, sl.stop - sl.start
-            y = x[:, start : start + n] * w[0]
-            for i in range(1, K):
-                y = y + x[:, start + i : start + i + n] * w[i]
-            return y
-
-        groups = CPU_CORES if x.size >= (1 << 18) and cpu_routes() else 1
-        return over_streams(span, T, groups if T >= 2 * groups else 1, axis=1)
 
 
 class ConformerConvolution(nn.Module):
@@ -248,13 +152,14 @@ class ConformerConvolution(nn.Module):
         dims = config.hidden_size
         if (config.conv_depthwise_kernel_size - 1) % 2 == 1:
             raise ValueError("conv_depthwise_kernel_size must be odd")
-        self.layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         # kernel-1 convolutions are stored as Linear ([out, in]) so they can be quantized
-        self.pointwise_conv1 = Linear(dims, 2 * dims, bias=False)
-        self.depthwise_conv = CausalDepthwiseConv1d(dims, config.conv_depthwise_kernel_size)
-        self.depthwise_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.pointwise_conv1 = nn.Linear(dims, 2 * dims, bias=False)
+        # causal: the input gets kernel_size - 1 frames of left zero padding (see __call__)
+        self.depthwise_conv = nn.Conv1d(dims, dims, config.conv_depthwise_kernel_size, groups=dims, bias=False)
+        self.depthwise_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         self.act = get_activation(config.speech_encoder_hidden_act)
-        self.pointwise_conv2 = Linear(dims, dims, bias=False)
+        self.pointwise_conv2 = nn.Linear(dims, dims, bias=False)
 
     def __call__(self, x: mx.array, valid: Optional[mx.array] = None) -> mx.array:
         """``x`` ``[B, T, D]``; ``valid`` ``[B, T, 1]`` bool or ``None``."""
@@ -262,8 +167,8 @@ class ConformerConvolution(nn.Module):
         if valid is not None:
             # padded frames must not leak into later valid frames via the conv
             x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
-        x = linear_glu(x, self.pointwise_conv1)
-        x = self.depthwise_conv(x)
+        x = nn.glu(self.pointwise_conv1(x), axis=-1)
+        x = self.depthwise_conv(causal_pad(x, self.depthwise_conv.weight.shape[1]))
         x = self.act(self.depthwise_layer_norm(x))
         return self.pointwise_conv2(x)
 
@@ -272,14 +177,14 @@ class ConformerLayer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         dims = config.hidden_size
-        self.ffn1_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn1_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         self.ffn1 = ConformerFeedForward(config)
-        self.self_attn_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         self.self_attn = ConformerSelfAttention(config)
         self.conv_module = ConformerConvolution(config)
-        self.ffn2_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn2_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         self.ffn2 = ConformerFeedForward(config)
-        self.final_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.final_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
 
     def __call__(self, x: mx.array, keep: Optional[mx.array], valid: Optional[mx.array]) -> mx.array:
         x = x + 0.5 * self.ffn1(self.ffn1_layer_norm(x))
@@ -295,12 +200,11 @@ class ConformerEncoder(nn.Module):
         self.chunk_size = config.speech_encoder_chunk_size
         self.left_chunk_num = config.speech_encoder_left_chunk_num
         self.layers = [ConformerLayer(config) for _ in range(config.speech_encoder_layers)]
-        self.layer_norm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def __call__(self, x: mx.array, attention_mask: Optional[mx.array] = None) -> mx.array:
-        """``x`` ``[B, T, D]``, ``attention_mask`` ``[B, T]`` (nonzero = valid) -> ``[B, T, D]``."""
-        T = x.shape[1]
-        keep = chunk_keep(T, self.chunk_size, self.left_chunk_num)
+    def masks(self, x: mx.array, attention_mask: Optional[mx.array]):
+        """``(x with padded frames zeroed, keep [.., T, T] bool or None, valid [B, T, 1] bool or None)``."""
+        keep = chunk_keep(x.shape[1], self.chunk_size, self.left_chunk_num)
         if keep is not None:
             keep = keep[None, None]
         valid = None
@@ -311,8 +215,13 @@ class ConformerEncoder(nn.Module):
             x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
             key_keep = frames[:, None, None, :]
             keep = key_keep if keep is None else (keep & key_keep)
+        return x, keep, valid
+
+    def __call__(self, x: mx.array, attention_mask: Optional[mx.array] = None) -> mx.array:
+        """``x`` ``[B, T, D]``, ``attention_mask`` ``[B, T]`` (nonzero = valid) -> ``[B, T, D]``."""
+        x, keep, valid = self.masks(x, attention_mask)
         heads = self.layers[0].self_attn.num_heads if self.layers else 0
-        bounded = not cpu_routes() and x.shape[0] * heads * T * T * 4 > EVAL_EACH_LAYER_BYTES
+        bounded = x.shape[0] * heads * x.shape[1] ** 2 * 4 > EVAL_EACH_LAYER_BYTES
         for layer in self.layers:
             x = layer(x, keep, valid)
             if bounded:
@@ -325,19 +234,19 @@ class AdapterLayer(nn.Module):
         super().__init__()
         dims = config.hidden_size
         k, s = config.adaptor_kernel_size, config.adaptor_stride
-        self.residual_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.residual_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         # transformers pads by stride // 2 here (not kernel // 2 as in its length formula)
-        self.residual_conv = Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
-        self.self_attn_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
-        self.self_attn_conv = Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
+        self.residual_conv = nn.Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
+        self.self_attn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.self_attn_conv = nn.Conv1d(dims, 2 * dims, k, stride=s, padding=s // 2)
         self.self_attn = ConformerSelfAttention(config, use_position_embeddings=False)
-        self.ffn_layer_norm = LayerNorm(dims, eps=_DEFAULT_EPS)
+        self.ffn_layer_norm = nn.LayerNorm(dims, eps=_DEFAULT_EPS)
         self.ffn = ConformerFeedForward(config, activation="relu")
 
     def __call__(self, x: mx.array, lengths: Optional[mx.array] = None) -> mx.array:
         """``x`` ``[B, T, D]`` -> ``[B, T', D]``; ``lengths`` ``[B]`` are the sub-sampled key lengths."""
-        residual = glu(self.residual_conv(self.residual_layer_norm(x)), axis=-1)
-        h = glu(self.self_attn_conv(self.self_attn_layer_norm(x)), axis=-1)
+        residual = nn.glu(self.residual_conv(self.residual_layer_norm(x)), axis=-1)
+        h = nn.glu(self.self_attn_conv(self.self_attn_layer_norm(x)), axis=-1)
         keep = None
         if lengths is not None:
             keep = (mx.arange(h.shape[1])[None, :] < lengths[:, None])[:, None, None, :]
@@ -369,7 +278,7 @@ class SpeechEncoder(nn.Module):
         self.intermediate_ffn = ConformerFeedForward(config, activation="relu")
         if config.add_adapter:
             self.adapter = Adapter(config)
-        self.inner_layer_norm = LayerNorm(config.hidden_size, eps=_DEFAULT_EPS)
+        self.inner_layer_norm = nn.LayerNorm(config.hidden_size, eps=_DEFAULT_EPS)
 
     def __call__(
         self, input_features: mx.array, attention_mask: Optional[mx.array] = None

@@ -21,20 +21,17 @@ import mlx.nn as nn
 import numpy as np
 
 from .config import GenerationConfig, ModelConfig
-from .conv import Conv1d
 from .layers import (
     Attention,
     EncoderLayer,
-    LayerNorm,
-    Linear,
     SinusoidalPositions,
+    VariancePredictor,
     get_activation,
     lengths_to_mask,
     padding_bias,
     repeat_by_durations,
+    sanitize_convs,
 )
-from .vocoder import VariancePredictor
-from .vocoder import sanitize as _conv_sanitize
 
 SPACE = "\u2581"
 
@@ -125,7 +122,7 @@ class T2UEncoder(nn.Module):
             EncoderLayer(d, config.t2u_encoder_attention_heads, config.t2u_encoder_ffn_dim, config.activation_function)
             for _ in range(config.t2u_encoder_layers)
         ]
-        self.layer_norm = LayerNorm(d)
+        self.layer_norm = nn.LayerNorm(d)
 
     def __call__(self, x: mx.array, mask: Optional[mx.array]) -> mx.array:
         bias = padding_bias(mask, x.dtype)
@@ -140,10 +137,11 @@ class T2UDecoderLayer(nn.Module):
     def __init__(self, d: int, heads: int, activation: str):
         super().__init__()
         self.self_attn = Attention(d, heads)
-        self.self_attn_layer_norm = LayerNorm(d)
-        self.conv1 = Conv1d(d, d, 7, padding="same")
-        self.conv2 = Conv1d(d, d, 7, padding="same")
-        self.conv_layer_norm = LayerNorm(d)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        # transformers' kernel-7 "same" convolutions: 3 zeros on each side
+        self.conv1 = nn.Conv1d(d, d, 7, padding=3)
+        self.conv2 = nn.Conv1d(d, d, 7, padding=3)
+        self.conv_layer_norm = nn.LayerNorm(d)
         self.act = get_activation(activation)
 
     def __call__(self, x, bias, keep):
@@ -173,7 +171,7 @@ class T2UDecoder(nn.Module):
             T2UDecoderLayer(d, config.t2u_decoder_attention_heads, config.activation_function)
             for _ in range(config.t2u_decoder_layers)
         ]
-        self.layer_norm = LayerNorm(d)
+        self.layer_norm = nn.LayerNorm(d)
         self._positions = SinusoidalPositions(d, config.t2u_pad_token_id)
 
     def __call__(self, char_ids: mx.array, char_counts: mx.array, states: mx.array):
@@ -215,7 +213,7 @@ class TextToUnit(nn.Module):
         super().__init__()
         self.config = config
         self.model = T2UModel(config)
-        self.lm_head = Linear(config.hidden_size, config.t2u_vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.hidden_size, config.t2u_vocab_size, bias=False)
 
     def __call__(self, inputs_embeds, char_input_ids, char_count_per_id, attention_mask=None):
         enc = self.model.encoder(inputs_embeds, attention_mask)
@@ -246,4 +244,4 @@ def sanitize(weights: Dict[str, mx.array]) -> Dict[str, mx.array]:
     table = weights.pop("model.decoder.embed_tokens.weight", None)
     if table is not None and "lm_head.weight" not in weights:
         weights["lm_head.weight"] = table
-    return _conv_sanitize(weights)
+    return sanitize_convs(weights)

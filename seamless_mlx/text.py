@@ -15,15 +15,7 @@ import mlx.nn as nn
 
 from .cache import CrossCache, KVCache
 from .config import ModelConfig
-from .layers import (
-    Attention,
-    EncoderLayer,
-    FeedForward,
-    LayerNorm,
-    SinusoidalPositions,
-    additive_mask,
-    padding_bias,
-)
+from .layers import Attention, EncoderLayer, FeedForward, SinusoidalPositions, additive_mask, padding_bias
 
 
 class TextEncoder(nn.Module):
@@ -37,7 +29,7 @@ class TextEncoder(nn.Module):
             EncoderLayer(d, config.encoder_attention_heads, config.encoder_ffn_dim, config.activation_function)
             for _ in range(config.encoder_layers)
         ]
-        self.layer_norm = LayerNorm(d)
+        self.layer_norm = nn.LayerNorm(d)
         self._positions = SinusoidalPositions(d, config.pad_token_id)
 
     def __call__(self, input_ids: mx.array, embed: nn.Embedding, attention_mask: Optional[mx.array] = None):
@@ -53,18 +45,15 @@ class DecoderLayer(nn.Module):
     def __init__(self, d: int, heads: int, ffn_dim: int, activation: str):
         super().__init__()
         self.self_attn = Attention(d, heads)
-        self.self_attn_layer_norm = LayerNorm(d)
+        self.self_attn_layer_norm = nn.LayerNorm(d)
         self.cross_attention = Attention(d, heads)
-        self.cross_attention_layer_norm = LayerNorm(d)
+        self.cross_attention_layer_norm = nn.LayerNorm(d)
         self.ffn = FeedForward(d, ffn_dim, activation)
-        self.ffn_layer_norm = LayerNorm(d)
+        self.ffn_layer_norm = nn.LayerNorm(d)
 
     def __call__(self, x, self_mask, cross_mask, cache: KVCache, cross: CrossCache):
-        q, k, v = self.self_attn.qkv(self.self_attn_layer_norm(x))
-        k, v = cache.update_and_fetch(k, v)
-        x = x + self.self_attn.attend_projected(q, k, v, self_mask)
-        h = self.cross_attention_layer_norm(x)
-        x = x + self.cross_attention.attend(h, cross.keys, cross.values, cross_mask)
+        x = x + self.self_attn(self.self_attn_layer_norm(x), self_mask, cache=cache)
+        x = x + self.cross_attention(self.cross_attention_layer_norm(x), cross_mask, cache=cross)
         return x + self.ffn(self.ffn_layer_norm(x))
 
 
@@ -83,14 +72,11 @@ class TextDecoder(nn.Module):
             DecoderLayer(d, config.decoder_attention_heads, config.decoder_ffn_dim, config.activation_function)
             for _ in range(config.decoder_layers)
         ]
-        self.layer_norm = LayerNorm(d)
+        self.layer_norm = nn.LayerNorm(d)
         self._positions = SinusoidalPositions(d, config.pad_token_id)
 
     def make_cache(self, memory: mx.array):
-        """Per-layer ``(KVCache, CrossCache)`` for encoder output ``memory`` ``[B, S, D]``.
-        (Also fuses each layer's self-attention q/k/v weights, see ``Attention.fuse_qkv``.)"""
-        for layer in self.layers:
-            layer.self_attn.fuse_qkv()
+        """Per-layer ``(KVCache, CrossCache)`` for encoder output ``memory`` ``[B, S, D]``."""
         return [(KVCache(), CrossCache(*layer.cross_attention.kv(memory))) for layer in self.layers]
 
     def __call__(

@@ -18,41 +18,13 @@ Behaviours kept from transformers on purpose, because they change the output:
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple, Union
+from typing import List, Tuple, Union
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
-from .conv import Conv1d, ConvTranspose1d
-from .layers import LayerNorm, repeat_by_durations
-
-
-class VariancePredictor(nn.Module):
-    """Two ``same``-padded convs with ReLU + LayerNorm, then a scalar projection per frame.
-
-    Same structure as transformers' ``SeamlessM4Tv2VariancePredictor`` (also used by the T2U
-    duration predictor); parameter names ``conv1``, ``ln1``, ``conv2``, ``ln2``, ``proj``.
-    """
-
-    def __init__(self, embed_dim: int, hidden_dim: int, kernel_size: int):
-        super().__init__()
-        self.conv1 = Conv1d(embed_dim, hidden_dim, kernel_size, padding="same")
-        self.ln1 = LayerNorm(hidden_dim, eps=1e-5)
-        self.conv2 = Conv1d(hidden_dim, hidden_dim, kernel_size, padding="same")
-        self.ln2 = LayerNorm(hidden_dim, eps=1e-5)
-        self.proj = nn.Linear(hidden_dim, 1)
-
-    def __call__(self, x: mx.array, padding_mask: Optional[mx.array] = None) -> mx.array:
-        """``x [B, T, C]``, optional ``padding_mask [B, T]`` (1/True = keep) -> ``[B, T]``."""
-        keep = None if padding_mask is None else padding_mask.astype(mx.bool_)[..., None]
-        if keep is not None:
-            x = mx.where(keep, x, 0.0)
-        x = self.ln1(nn.relu(self.conv1(x)))
-        if keep is not None:
-            x = mx.where(keep, x, 0.0)
-        x = self.ln2(nn.relu(self.conv2(x)))
-        return self.proj(x)[..., 0]
+from .layers import VariancePredictor, repeat_by_durations, sanitize_convs
 
 
 class ResidualBlock(nn.Module):
@@ -62,11 +34,11 @@ class ResidualBlock(nn.Module):
         super().__init__()
         self.slope = slope
         self.convs1 = [
-            Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
+            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size * d - d) // 2)
             for d in dilations
         ]
         self.convs2 = [
-            Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
+            nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
         ]
 
     def __call__(self, x: mx.array) -> mx.array:
@@ -86,9 +58,9 @@ class HifiGan(nn.Module):
         channels = config.upsample_initial_channel
         self.slope = config.leaky_relu_slope
         self.num_kernels = len(config.resblock_kernel_sizes)
-        self.conv_pre = Conv1d(in_dim, channels, 7, padding=3)
+        self.conv_pre = nn.Conv1d(in_dim, channels, 7, padding=3)
         self.upsampler = [
-            ConvTranspose1d(channels // 2**i, channels // 2 ** (i + 1), k, stride=r, padding=(k - r) // 2)
+            nn.ConvTranspose1d(channels // 2**i, channels // 2 ** (i + 1), k, stride=r, padding=(k - r) // 2)
             for i, (r, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes))
         ]
         self.resblocks = [
@@ -96,7 +68,7 @@ class HifiGan(nn.Module):
             for i in range(len(self.upsampler))
             for k, d in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes)
         ]
-        self.conv_post = Conv1d(channels // 2 ** len(self.upsampler), 1, 7, padding=3)
+        self.conv_post = nn.Conv1d(channels // 2 ** len(self.upsampler), 1, 7, padding=3)
 
     def __call__(self, x: mx.array) -> mx.array:
         """``[B, T, in_dim]`` -> ``[B, S]``."""
@@ -107,11 +79,7 @@ class HifiGan(nn.Module):
             blocks = self.resblocks[i * n : (i + 1) * n]
             acc = blocks[0](x)
             for block in blocks[1:]:
-                # one block after the other: left to interleave the independent blocks, MLX keeps
-                # all their intermediates alive at once, and on the CPU the vocoder ran 15-19 %
-                # slower (v2-large shapes, 4.8 s of speech, alternating processes: 1.08-1.44 ->
-                # 0.92-1.17 s)
-                acc = acc + block(mx.depends(x, acc))
+                acc = acc + block(x)
             x = acc / n
         # transformers calls leaky_relu here without a slope: torch's default 0.01
         x = self.conv_post(nn.leaky_relu(x, 0.01))
@@ -218,37 +186,5 @@ class CodeHifiGan(nn.Module):
         return waveform, hifigan_output_lengths(self.config, frame_lengths)
 
 
-def _fold_weight_norm(g: mx.array, v: mx.array) -> mx.array:
-    """``g * v / ||v||``, the norm taken over the axes where ``g`` has size 1 (torch's ``dim``)."""
-    axes = tuple(i for i in range(v.ndim) if g.shape[i] == 1)
-    v32 = v.astype(mx.float32)
-    norm = mx.sqrt(mx.sum(v32 * v32, axis=axes, keepdims=True))
-    return (g.astype(mx.float32) * v32 / norm).astype(v.dtype)
-
-
-def sanitize(weights: Dict[str, mx.array]) -> Dict[str, mx.array]:
-    """HF ``vocoder.*`` tensors (prefix stripped, HF layout) -> this module's layout.
-
-    * weight-norm pairs (``X.weight_g``/``X.weight_v`` or
-      ``X.parametrizations.weight.original0``/``original1``) are folded into ``X.weight``;
-    * ``Conv1d`` weights ``[Cout, Cin, K]`` -> ``[Cout, K, Cin]``;
-    * ``ConvTranspose1d`` weights (``hifi_gan.upsampler.*``) ``[Cin, Cout, K]`` -> ``[Cout, K, Cin]``.
-    """
-    weights = dict(weights)
-    pairs = {
-        ".weight_g": ".weight_v",
-        ".parametrizations.weight.original0": ".parametrizations.weight.original1",
-    }
-    for g_suffix, v_suffix in pairs.items():
-        for name in [n for n in weights if n.endswith(g_suffix)]:
-            base = name[: -len(g_suffix)]
-            g = weights.pop(name)
-            v = weights.pop(base + v_suffix)
-            weights[base + ".weight"] = _fold_weight_norm(g, v)
-
-    out = {}
-    for name, w in weights.items():
-        if name.endswith(".weight") and w.ndim == 3:
-            w = w.transpose(1, 2, 0) if ".upsampler." in name else w.transpose(0, 2, 1)
-        out[name] = w
-    return out
+# the vocoder's tensors need nothing but the conv layout changes and weight-norm folding
+sanitize = sanitize_convs

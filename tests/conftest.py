@@ -23,3 +23,9 @@ def tiny_hf(tiny_checkpoint):
     from checkpoints import load_hf
 
     return load_hf(tiny_checkpoint)
+
+
+@pytest.fixture(params=["plain", "cpu"])
+def route(request):
+    """``"plain"`` or ``"cpu"``: a parity test asking for it runs on both execution paths (see routes.py)."""
+    return request.param

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints import build_checkpoint, load_hf
+from routes import use_route
 
 import seamless_mlx as sm
 from test_speech_output import _audio, _check, _speech_inputs, _text_inputs
@@ -51,11 +52,18 @@ TEXTS = ["Hello world, how are you?", "Bonjour tout le monde ! Comment allez-vou
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
-def pair(request, tmp_path_factory):
+def built(request, tmp_path_factory):
     seed, overrides = CONFIGS[request.param]
     path, _, _ = build_checkpoint(tmp_path_factory.mktemp(request.param) / "hf", seed=seed, overrides=overrides)
     hf, proc = load_hf(path)
     return hf, proc, sm.SeamlessM4Tv2Model.from_pretrained(path), overrides
+
+
+@pytest.fixture
+def pair(built, route):
+    """``built`` with its model on each execution path (plain MLX modules, CPU twins)."""
+    use_route(built[2], route)
+    return built
 
 
 def _inputs(hf, proc):

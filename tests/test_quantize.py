@@ -51,9 +51,9 @@ def test_quantized_layers_are_the_linear_ones_and_the_embedding(qfolder):
     assert not isinstance(model.vocoder.dur_predictor.proj, nn.QuantizedLinear)  # the vocoder stays float
 
 
-def test_all_five_tasks_run_from_a_quantized_folder(qfolder):
+def test_all_five_tasks_run_from_a_quantized_folder(qfolder, route):
     folder, _ = qfolder
-    model = sm.SeamlessM4Tv2Model.from_pretrained(folder)
+    model = sm.SeamlessM4Tv2Model.from_pretrained(folder, cpu_routes=route == "cpu")
     text, speech = _text(folder), _speech()
     assert model.generate(**text, tgt_lang="fra", generate_speech=False, max_new_tokens=5).sequences.shape[1] > 2
     assert model.generate(**speech, tgt_lang="fra", generate_speech=False, max_new_tokens=5).sequences.shape[1] > 2
@@ -128,10 +128,10 @@ def test_quantized_export_can_keep_float32(tiny_checkpoint, tmp_path):
     assert model.shared.scales.dtype == mx.float32
 
 
-def test_8bit_keeps_greedy_text_of_fp32(tiny_checkpoint, tmp_path):
+def test_8bit_keeps_greedy_text_of_fp32(tiny_checkpoint, tmp_path, route):
     folder = convert(tiny_checkpoint, tmp_path / "q8", quantize=True, q_bits=8, q_group_size=32)
-    fp32 = sm.SeamlessM4Tv2ForTextToText.from_pretrained(tiny_checkpoint)
-    q8 = sm.SeamlessM4Tv2ForTextToText.from_pretrained(folder)
+    fp32 = sm.SeamlessM4Tv2ForTextToText.from_pretrained(tiny_checkpoint, cpu_routes=route == "cpu")
+    q8 = sm.SeamlessM4Tv2ForTextToText.from_pretrained(folder, cpu_routes=route == "cpu")
     text = _text(folder)
     assert q8.generate(**text, tgt_lang="fra", max_new_tokens=8).sequences.tolist() == fp32.generate(
         **text, tgt_lang="fra", max_new_tokens=8).sequences.tolist()
@@ -161,7 +161,7 @@ def test_bad_quantization_flags_are_refused(tiny_checkpoint, tmp_path, capsys, f
 @pytest.mark.parametrize("out_dims", [1, 96, 160])
 def test_cpu_quantized_product_matches_the_fused_kernel(rows, bits, out_dims):
     # on the CPU, several rows go through dequantize + GEMM and wide ones are split over streams
-    from seamless_mlx.layers import QuantizedLinear
+    from seamless_mlx.cpu.linear import QuantizedLinear
 
     lin = nn.Linear(128, out_dims)
     q = QuantizedLinear.from_linear(lin, 32, bits)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from checkpoints import TINY, reinit_
+from routes import use_route
 from transformers import SeamlessM4Tv2Config
 from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import (
     SeamlessM4Tv2SpeechEncoder,
@@ -81,8 +82,9 @@ def padding_mask(lengths):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_single_input_matches_transformers(variant):
+def test_single_input_matches_transformers(variant, route):
     hf, model, _ = make_pair(VARIANTS[variant])
+    use_route(model, route)
     x = features(1, LENGTHS[variant][0], seed=1)
     with torch.no_grad():
         ref = hf(input_features=x).last_hidden_state.numpy()
@@ -93,8 +95,9 @@ def test_single_input_matches_transformers(variant):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_padded_batch_matches_transformers_on_valid_positions(variant):
+def test_padded_batch_matches_transformers_on_valid_positions(variant, route):
     hf, model, _ = make_pair(VARIANTS[variant])
+    use_route(model, route)
     lengths = LENGTHS[variant][1]
     x = features(len(lengths), max(lengths), seed=2)
     mask = padding_mask(lengths)

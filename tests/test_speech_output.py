@@ -4,6 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from routes import route_of
 
 import seamless_mlx as sm
 from seamless_mlx import SeamlessM4TFeatureExtractor
@@ -18,9 +19,10 @@ def _audio(seed, seconds):
     return (0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def model(tiny_checkpoint):
-    return sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint)
+@pytest.fixture(scope="module", params=["plain", "cpu"])
+def model(tiny_checkpoint, request):
+    """The full model on each execution path (plain MLX modules, CPU twins)."""
+    return sm.SeamlessM4Tv2Model.from_pretrained(tiny_checkpoint, cpu_routes=request.param == "cpu")
 
 
 def _rel(a, b):
@@ -144,12 +146,13 @@ def test_speech_temperature_one_stays_greedy_like_transformers(model, tiny_hf):
 
 def test_task_classes_match_the_full_model(tiny_checkpoint, model, tiny_hf):
     enc, ours_in = _text_inputs(tiny_hf, TEXTS[:1])
-    t2st = sm.SeamlessM4Tv2ForTextToSpeech.from_pretrained(tiny_checkpoint)
+    on_cpu = route_of(model) == "cpu"
+    t2st = sm.SeamlessM4Tv2ForTextToSpeech.from_pretrained(tiny_checkpoint, cpu_routes=on_cpu)
     assert not hasattr(t2st, "speech_encoder")
     a = t2st.generate(**ours_in, tgt_lang="fra", max_new_tokens=6)
     b = model.generate(**ours_in, tgt_lang="fra", max_new_tokens=6)
     np.testing.assert_array_equal(np.array(a.waveform), np.array(b.waveform))
-    s2st = sm.SeamlessM4Tv2ForSpeechToSpeech.from_pretrained(tiny_checkpoint)
+    s2st = sm.SeamlessM4Tv2ForSpeechToSpeech.from_pretrained(tiny_checkpoint, cpu_routes=on_cpu)
     assert not hasattr(s2st, "text_encoder")
     _, sp = _speech_inputs([_audio(3, 0.7)])
     a = s2st.generate(**sp, tgt_lang="fra", max_new_tokens=6)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from checkpoints import build_checkpoint, load_hf
+from routes import use_route
 
 import seamless_mlx as sm
 from seamless_mlx import SeamlessM4TFeatureExtractor
@@ -20,7 +21,7 @@ def _audio(seed, seconds):
 
 
 @pytest.fixture(scope="module", params=["tiny", "stride8"])
-def pair(request, tmp_path_factory):
+def built(request, tmp_path_factory):
     overrides = None
     if request.param == "stride8":
         # adaptor kernel 8 / stride 8 and a longer chunk: other shapes than the default tiny config
@@ -29,6 +30,13 @@ def pair(request, tmp_path_factory):
     path, _, _ = build_checkpoint(tmp_path_factory.mktemp("s2tt") / "hf", seed=3, overrides=overrides)
     hf, proc = load_hf(path)
     return sm.SeamlessM4Tv2ForSpeechToText.from_pretrained(path), hf, proc
+
+
+@pytest.fixture
+def pair(built, route):
+    """``built`` with its model on each execution path (plain MLX modules, CPU twins)."""
+    use_route(built[0], route)
+    return built
 
 
 def _features(audios):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from checkpoints import build_checkpoint, load_hf
+from routes import use_route
 
 import seamless_mlx as sm
 from seamless_mlx.convert import convert
@@ -22,7 +23,7 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["tiny-seed0", "wider-seed1"])
-def pair(request, tmp_path_factory):
+def built(request, tmp_path_factory):
     """(mlx T2TT model, hf model, hf processor) for two shapes/seeds."""
     overrides = None
     if request.param == 1:
@@ -31,6 +32,13 @@ def pair(request, tmp_path_factory):
     path, _, _ = build_checkpoint(tmp_path_factory.mktemp("t2tt") / "hf", seed=request.param, overrides=overrides)
     hf, proc = load_hf(path)
     return sm.SeamlessM4Tv2ForTextToText.from_pretrained(path), hf, proc, path
+
+
+@pytest.fixture
+def pair(built, route):
+    """``built`` with its model on each execution path (plain MLX modules, CPU twins)."""
+    use_route(built[0], route)
+    return built
 
 
 def _inputs(proc, texts, src_lang="eng"):

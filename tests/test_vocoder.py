@@ -1,4 +1,4 @@
-"""Parity of seamless_mlx.conv and seamless_mlx.vocoder with torch / transformers' SeamlessM4Tv2CodeHifiGan."""
+"""Parity of the vocoder (plain and CPU modules) and of seamless_mlx.cpu.conv with torch / transformers' SeamlessM4Tv2CodeHifiGan."""
 
 import os
 import sys
@@ -9,44 +9,41 @@ import math
 import warnings
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from checkpoints import TINY, reinit_
+from routes import use_route
 from transformers import SeamlessM4Tv2Config
 from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import SeamlessM4Tv2CodeHifiGan
 
-from seamless_mlx import conv
 from seamless_mlx.config import ModelConfig
+from seamless_mlx.cpu import conv
+from seamless_mlx.layers import VariancePredictor
 from seamless_mlx.vocoder import CodeHifiGan, hifigan_output_lengths, sanitize
 
 CONV_TOL = dict(rtol=1e-5, atol=1e-5)
 WAVE_REL_L2 = 1e-4
 
 
-@pytest.fixture
-def matmul_convs(monkeypatch):
-    monkeypatch.setenv("SEAMLESS_MLX_CONV", "matmul")
-
-
 def _rand(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-# ---------------------------------------------------------------- conv.py
+# ---------------------------------------------------------------- cpu/conv.py: convolutions as GEMMs
 
 
 @pytest.mark.parametrize(
     "kernel,dilation,padding,stride",
     [(1, 1, 0, 1), (3, 1, 1, 1), (7, 1, 3, 1), (3, 3, 3, 1), (11, 5, 25, 1), (5, 2, 0, 1), (4, 1, 2, 2), (7, 3, 4, 2)],
 )
-def test_conv1d_matmul_equals_native_and_torch(matmul_convs, kernel, dilation, padding, stride):
+def test_conv1d_matmul_equals_native_and_torch(kernel, dilation, padding, stride):
     rng = np.random.default_rng(kernel * 100 + dilation * 10 + stride)
     x = _rand(rng, (2, 37, 6))
     w = _rand(rng, (5, kernel, 6), 1 / math.sqrt(6 * kernel))
     b = _rand(rng, (5,))
-    assert conv.use_matmul()
     out = np.array(conv.conv1d(mx.array(x), mx.array(w), mx.array(b), stride, padding, dilation))
     native = np.array(
         mx.conv1d(mx.array(x), mx.array(w), stride=stride, padding=padding, dilation=dilation) + mx.array(b)
@@ -69,7 +66,7 @@ def test_conv1d_matmul_equals_native_and_torch(matmul_convs, kernel, dilation, p
     "kernel,stride,padding,output_padding",
     [(8, 4, 2, 0), (4, 2, 1, 0), (11, 5, 3, 0), (3, 2, 0, 0), (2, 3, 0, 0), (5, 1, 2, 0), (5, 2, 1, 1), (4, 3, 0, 2)],
 )
-def test_conv_transpose1d_matmul_equals_native_and_torch(matmul_convs, kernel, stride, padding, output_padding):
+def test_conv_transpose1d_matmul_equals_native_and_torch(kernel, stride, padding, output_padding):
     rng = np.random.default_rng(kernel * 100 + stride * 10 + padding)
     x = _rand(rng, (2, 13, 6))
     w = _rand(rng, (4, kernel, 6), 1 / math.sqrt(6 * kernel))  # MLX layout [Cout, K, Cin]
@@ -95,7 +92,7 @@ def test_conv_transpose1d_matmul_equals_native_and_torch(matmul_convs, kernel, s
     np.testing.assert_allclose(out, ref, **CONV_TOL)
 
 
-def test_conv1d_large_values_match_torch_relatively(matmul_convs):
+def test_conv1d_large_values_match_torch_relatively():
     rng = np.random.default_rng(7)
     x = _rand(rng, (1, 50, 32), 300.0)
     w = _rand(rng, (16, 7, 32), 10.0)
@@ -106,33 +103,14 @@ def test_conv1d_large_values_match_torch_relatively(matmul_convs):
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("kernel", [3, 4])
-def test_conv1d_module_same_padding_matches_torch(matmul_convs, kernel):
-    rng = np.random.default_rng(kernel)
-    m = conv.Conv1d(6, 5, kernel, padding="same")
-    tm = torch.nn.Conv1d(6, 5, kernel, padding="same")
-    m.weight = mx.array(tm.weight.detach().numpy().transpose(0, 2, 1))
-    m.bias = mx.array(tm.bias.detach().numpy())
-    x = _rand(rng, (2, 9, 6))
-    out = np.array(m(mx.array(x)))
-    ref = tm(torch.from_numpy(x).transpose(1, 2)).detach().transpose(1, 2).numpy()
-    np.testing.assert_allclose(out, ref, **CONV_TOL)
-
-
-def test_conv_switch_follows_env_and_device(monkeypatch):
-    monkeypatch.setenv("SEAMLESS_MLX_CONV", "native")
-    assert not conv.use_matmul()
-    monkeypatch.setenv("SEAMLESS_MLX_CONV", "matmul")
-    assert conv.use_matmul()
-    monkeypatch.delenv("SEAMLESS_MLX_CONV")
-    assert conv.use_matmul() == (mx.default_device() == mx.cpu)
-
-
-def test_conv_modules_have_nn_conv_parameter_names():
-    assert sorted(k for k, _ in conv.Conv1d(3, 4, 5, padding=(1, 2)).parameters().items()) == ["bias", "weight"]
-    assert sorted(conv.ConvTranspose1d(3, 4, 5, stride=2).parameters()) == ["bias", "weight"]
-    assert conv.ConvTranspose1d(3, 4, 5, stride=2).weight.shape == (4, 5, 3)
-    assert "bias" not in conv.Conv1d(3, 4, 5, bias=False).parameters()
+def test_depthwise_conv_as_multiply_adds_equals_native():
+    rng = np.random.default_rng(3)
+    x = mx.array(_rand(rng, (2, 30, 8)))
+    native = nn.Conv1d(8, 8, 5, padding=2, groups=8, bias=True)
+    native.bias = mx.array(_rand(rng, (8,)))
+    fast = conv.Conv1d(8, 8, 5, padding=2, groups=8, bias=True)
+    fast.update(native.parameters())
+    np.testing.assert_allclose(np.array(fast(x)), np.array(native(x)), **CONV_TOL)
 
 
 # ---------------------------------------------------------------- vocoder
@@ -180,11 +158,13 @@ def mlx_from_hf(hf, cfg):
     return model
 
 
-def make_pair(variant="tiny", seed=0):
+def make_pair(variant="tiny", seed=0, route="cpu"):
+    """(hf vocoder, mlx vocoder with the same weights on ``route``, hf config)."""
     if (variant, seed) not in _PAIRS:
         hf, cfg = hf_vocoder(variant, seed)
         _PAIRS[(variant, seed)] = (hf, mlx_from_hf(hf, cfg), cfg)
-    return _PAIRS[(variant, seed)]
+    hf, model, cfg = _PAIRS[(variant, seed)]
+    return hf, use_route(model, route), cfg
 
 
 def units(rng, lengths, cfg, pad_len=None):
@@ -215,8 +195,8 @@ def rel_l2(a, b):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("spk,lang", [(0, 0), (1, 3), (2, 1)])
-def test_single_item_waveform_matches_transformers(matmul_convs, variant, spk, lang):
-    hf, model, cfg = make_pair(variant)
+def test_single_item_waveform_matches_transformers(route, variant, spk, lang):
+    hf, model, cfg = make_pair(variant, route=route)
     ids = units(np.random.default_rng(spk * 10 + lang), [17], cfg)
     wave, lengths, ref_wave, ref_len = run_both(hf, model, ids, [spk], [lang])
     assert wave.dtype == np.float32
@@ -227,8 +207,8 @@ def test_single_item_waveform_matches_transformers(matmul_convs, variant, spk, l
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_padded_batch_waveforms_and_lengths_match_transformers(matmul_convs, variant):
-    hf, model, cfg = make_pair(variant)
+def test_padded_batch_waveforms_and_lengths_match_transformers(route, variant):
+    hf, model, cfg = make_pair(variant, route=route)
     ids = units(np.random.default_rng(5), [18, 11], cfg)
     wave, lengths, ref_wave, ref_len = run_both(hf, model, ids, [2, 0], [1, 2])
     assert wave.shape == ref_wave.shape
@@ -236,17 +216,17 @@ def test_padded_batch_waveforms_and_lengths_match_transformers(matmul_convs, var
     assert rel_l2(wave, ref_wave) < WAVE_REL_L2
 
 
-def test_unpadded_batch_matches_transformers(matmul_convs):
-    hf, model, cfg = make_pair()
+def test_unpadded_batch_matches_transformers(route):
+    hf, model, cfg = make_pair(route=route)
     ids = units(np.random.default_rng(11), [12, 12, 12], cfg)
     wave, lengths, ref_wave, ref_len = run_both(hf, model, ids, [0, 1, 2], [3, 3, 0])
     np.testing.assert_array_equal(lengths, ref_len)
     assert rel_l2(wave, ref_wave) < WAVE_REL_L2
 
 
-def test_unit_ids_equal_to_pad_inside_sequence_follow_transformers_lengths(matmul_convs):
+def test_unit_ids_equal_to_pad_inside_sequence_follow_transformers_lengths(route):
     # transformers counts every pad-id unit as padding when computing lengths, wherever it is
-    hf, model, cfg = make_pair()
+    hf, model, cfg = make_pair(route=route)
     ids = units(np.random.default_rng(3), [14, 14], cfg)
     ids[0, 4] = cfg.t2u_pad_token_id
     ids[1, 9:] = cfg.t2u_pad_token_id
@@ -255,8 +235,8 @@ def test_unit_ids_equal_to_pad_inside_sequence_follow_transformers_lengths(matmu
     assert rel_l2(wave, ref_wave) < WAVE_REL_L2
 
 
-def test_speaker_changes_waveform_like_transformers(matmul_convs):
-    hf, model, cfg = make_pair()
+def test_speaker_changes_waveform_like_transformers(route):
+    hf, model, cfg = make_pair(route=route)
     ids = units(np.random.default_rng(1), [15], cfg)
     wave0, _, ref0, _ = run_both(hf, model, ids, [0], [0])
     wave1, _, ref1, _ = run_both(hf, model, ids, [1], [0])
@@ -264,18 +244,16 @@ def test_speaker_changes_waveform_like_transformers(matmul_convs):
     assert rel_l2(wave1 - wave0, ref1 - ref0) < 1e-3
 
 
-def test_native_convs_give_the_same_waveform(monkeypatch):
+def test_cpu_and_plain_vocoders_give_the_same_waveform():
     hf, model, cfg = make_pair()
     ids = units(np.random.default_rng(2), [13, 9], cfg)
-    monkeypatch.setenv("SEAMLESS_MLX_CONV", "matmul")
-    fast, fast_len = model(mx.array(ids), mx.array([1, 2]), mx.array([0, 1]))
-    monkeypatch.setenv("SEAMLESS_MLX_CONV", "native")
-    native, native_len = model(mx.array(ids), mx.array([1, 2]), mx.array([0, 1]))
+    fast, fast_len = use_route(model, "cpu")(mx.array(ids), mx.array([1, 2]), mx.array([0, 1]))
+    native, native_len = use_route(model, "plain")(mx.array(ids), mx.array([1, 2]), mx.array([0, 1]))
     np.testing.assert_array_equal(np.array(fast_len), np.array(native_len))
     assert rel_l2(np.array(fast), np.array(native)) < 1e-5
 
 
-def test_speaker_and_lang_ids_accept_b_b1_and_int(matmul_convs):
+def test_speaker_and_lang_ids_accept_b_b1_and_int():
     _, model, cfg = make_pair()
     ids = mx.array(units(np.random.default_rng(4), [10, 10], cfg))
     a, _ = model(ids, mx.array([1, 1]), mx.array([2, 2]))
@@ -308,7 +286,7 @@ def _weight_norm_old_style(vocoder):
 
 
 @pytest.mark.parametrize("form", ["parametrizations", "weight_g_v"])
-def test_sanitize_folds_weight_norm(matmul_convs, form):
+def test_sanitize_folds_weight_norm(form):
     hf, cfg = hf_vocoder("tiny", seed=1)
     ids = units(np.random.default_rng(9), [12], cfg)
     with torch.no_grad():
@@ -329,18 +307,19 @@ def test_sanitize_folds_weight_norm(matmul_convs, form):
     assert rel_l2(np.array(wave), ref_wave.numpy()) < WAVE_REL_L2
 
 
-def test_variance_predictor_with_padding_mask_matches_transformers(matmul_convs):
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+@pytest.mark.parametrize("kernel", [3, 4])  # an even kernel: torch's "same" pads one more zero on the right
+def test_variance_predictor_with_padding_mask_matches_transformers(kernel, route):
     # the T2U duration predictor is the same module called with a mask
     from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import SeamlessM4Tv2VariancePredictor
 
-    from seamless_mlx.vocoder import VariancePredictor
-
     torch.manual_seed(0)
-    hf = SeamlessM4Tv2VariancePredictor(12, 8, 3, 0.5).eval()
+    hf = SeamlessM4Tv2VariancePredictor(12, 8, kernel, 0.5).eval()
     _reinit_convs(hf, 0)
-    model = VariancePredictor(12, 8, 3)
+    model = VariancePredictor(12, 8, kernel)
     weights = {k: mx.array(v.detach().numpy()) for k, v in hf.state_dict().items()}
     model.load_weights(list(sanitize(weights).items()), strict=True)
+    use_route(model, route)
     rng = np.random.default_rng(0)
     x = _rand(rng, (2, 9, 12))
     mask = np.ones((2, 9), dtype=np.int64)

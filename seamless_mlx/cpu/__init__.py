@@ -1,0 +1,75 @@
+"""Speed work for MLX's CPU backend, swapped into a loaded model.
+
+The model files are a plain MLX port, what Metal and CUDA run.  On the CPU, :func:`accelerate`
+turns each module of a known class into a subclass from this package that overrides only its
+forward pass (``__call__``; ``as_linear`` for the tied LM head) — as ``nn.quantize`` swaps
+``Linear`` for ``QuantizedLinear``, except that the module object stays the same: parameter names,
+values and memory never change.  Loading does it by default when MLX's default device is the CPU
+(:func:`wanted`); ``SEAMLESS_MLX_ROUTES=generic`` or ``from_pretrained(..., cpu_routes=False)``
+keeps the plain modules.
+
+Modules: :mod:`.tuning` (every threshold), :mod:`.streams` (work split over CPU streams),
+:mod:`.ops` (polynomial ``exp`` and what is built on it, layer norm, attention),
+:mod:`.linear` (products), :mod:`.conv` (convolutions as GEMMs), :mod:`.attention`,
+:mod:`.blocks` (sub-model blocks).
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .. import layers, quantize, speech_encoder, t2u, vocoder
+from . import attention, blocks, conv, linear, ops
+
+# plain class -> its CPU subclass (exact classes only: a user's own subclass is left alone)
+SWAPS = {
+    nn.Linear: linear.Linear,
+    nn.Embedding: linear.Embedding,
+    nn.QuantizedLinear: linear.QuantizedLinear,
+    nn.QuantizedEmbedding: linear.QuantizedEmbedding,
+    nn.LayerNorm: ops.LayerNorm,
+    nn.Conv1d: conv.Conv1d,
+    nn.ConvTranspose1d: conv.ConvTranspose1d,
+    quantize.QuantizedConv1d: conv.QuantizedConv1d,
+    layers.Attention: attention.Attention,
+    layers.FeedForward: blocks.FeedForward,
+    speech_encoder.ConformerSelfAttention: attention.ConformerSelfAttention,
+    speech_encoder.ConformerFeedForward: blocks.ConformerFeedForward,
+    speech_encoder.ConformerConvolution: blocks.ConformerConvolution,
+    speech_encoder.ConformerEncoder: blocks.ConformerEncoder,
+    speech_encoder.AdapterLayer: blocks.AdapterLayer,
+    t2u.T2UDecoderLayer: blocks.T2UDecoderLayer,
+    vocoder.HifiGan: blocks.HifiGan,
+}
+
+
+def wanted() -> bool:
+    """Whether loading swaps the CPU modules in: MLX's default device is the CPU and the
+    environment does not ask for the plain modules (``SEAMLESS_MLX_ROUTES=generic``)."""
+    if os.environ.get("SEAMLESS_MLX_ROUTES", "").strip().lower() == "generic":
+        return False
+    return mx.default_device() == mx.cpu
+
+
+def accelerate(model: nn.Module) -> nn.Module:
+    """Swap every module of ``model`` (itself included) whose class has a CPU twin for that twin,
+    in place; returns ``model``.  Apply after loading and quantizing: the twins of the quantized
+    classes are swapped in too.  Parameters are untouched."""
+    for _, module in model.named_modules():
+        twin = SWAPS.get(type(module))
+        if twin is not None:
+            module.__class__ = twin
+    return model
+
+
+def plain(model: nn.Module) -> nn.Module:
+    """Undo :func:`accelerate` in place (the plain modules again); returns ``model``."""
+    back = {twin: cls for cls, twin in SWAPS.items()}
+    for _, module in model.named_modules():
+        cls = back.get(type(module))
+        if cls is not None:
+            module.__class__ = cls
+    return model

@@ -1,0 +1,98 @@
+"""The sub-model blocks whose CPU forward differs from the plain one in more than their layers:
+activations by :mod:`~seamless_mlx.cpu.ops`, wide products in column blocks, GLUs of separate
+halves, long inputs in row blocks, and the vocoder's residual blocks chained."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from .. import layers, speech_encoder, t2u, vocoder
+from . import tuning
+from .linear import linear_act, linear_glu
+from .ops import activation, glu
+
+
+class FeedForward(layers.FeedForward):
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.fc2(linear_act(x, self.fc1, activation(self.act)))
+
+
+class ConformerFeedForward(speech_encoder.ConformerFeedForward):
+    """Long inputs in row blocks, so that the ``[rows, intermediate]`` activations stay small enough
+    for the allocators to reuse (see :class:`~seamless_mlx.cpu.attention.ConformerSelfAttention`)."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        act = activation(self.act)
+        rows = x.size // x.shape[-1]
+        width = self.intermediate_dense.weight.shape[0]
+        if rows * width * x.dtype.size <= tuning.FFN_BLOCK_BYTES:
+            return self.output_dense(linear_act(x, self.intermediate_dense, act))
+        block = max(1, tuning.FFN_BLOCK_BYTES // (width * x.dtype.size * x.shape[0]))
+        T = x.shape[1]
+        return mx.concatenate(
+            [self.output_dense(linear_act(x[:, a : a + block], self.intermediate_dense, act)) for a in range(0, T, block)],
+            axis=1,
+        )
+
+
+class ConformerConvolution(speech_encoder.ConformerConvolution):
+    def __call__(self, x: mx.array, valid: Optional[mx.array] = None) -> mx.array:
+        x = self.layer_norm(x)
+        if valid is not None:
+            x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
+        x = linear_glu(x, self.pointwise_conv1)
+        x = self.depthwise_conv(speech_encoder.causal_pad(x, self.depthwise_conv.weight.shape[1]))
+        x = activation(self.act)(self.depthwise_layer_norm(x))
+        return self.pointwise_conv2(x)
+
+
+class ConformerEncoder(speech_encoder.ConformerEncoder):
+    """The whole encoder as one graph: the CPU runs it in order, holding one layer's tensors at a time."""
+
+    def __call__(self, x: mx.array, attention_mask: Optional[mx.array] = None) -> mx.array:
+        x, keep, valid = self.masks(x, attention_mask)
+        for layer in self.layers:
+            x = layer(x, keep, valid)
+        return self.layer_norm(x)
+
+
+class AdapterLayer(speech_encoder.AdapterLayer):
+    def __call__(self, x: mx.array, lengths: Optional[mx.array] = None) -> mx.array:
+        residual = glu(self.residual_conv(self.residual_layer_norm(x)), axis=-1)
+        h = glu(self.self_attn_conv(self.self_attn_layer_norm(x)), axis=-1)
+        keep = None
+        if lengths is not None:
+            keep = (mx.arange(h.shape[1])[None, :] < lengths[:, None])[:, None, None, :]
+        h = self.self_attn(h, keep) + residual
+        return h + self.ffn(self.ffn_layer_norm(h))
+
+
+class T2UDecoderLayer(t2u.T2UDecoderLayer):
+    def __call__(self, x, bias, keep):
+        x = self.self_attn_layer_norm(x + self.self_attn(x, bias))
+        h = self.conv1(mx.where(keep, x, 0.0))
+        h = mx.where(keep, h, 0.0)
+        h = self.conv2(activation(self.act)(h))
+        return self.conv_layer_norm(x + h)
+
+
+class HifiGan(vocoder.HifiGan):
+    """The residual blocks of one upsampling stage run one after the other (``mx.depends``): left
+    to interleave the independent blocks, MLX keeps all their intermediates alive at once, and the
+    CPU vocoder runs slower."""
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = self.conv_pre(x)
+        n = self.num_kernels
+        for i, up in enumerate(self.upsampler):
+            x = up(nn.leaky_relu(x, self.slope))
+            blocks = self.resblocks[i * n : (i + 1) * n]
+            acc = blocks[0](x)
+            for block in blocks[1:]:
+                acc = acc + block(mx.depends(x, acc))
+            x = acc / n
+        x = self.conv_post(nn.leaky_relu(x, 0.01))
+        return mx.tanh(x)[..., 0]

@@ -1,0 +1,29 @@
+"""Every size threshold and block size of the CPU routes, in one place.
+
+Each is read at call time (``tuning.NAME``), so a test or a benchmark may lower one to make small
+inputs take a split or blocked path.  How they were measured: ``benchmarks/README.md``.
+"""
+
+import os
+
+# streams: element-wise kernels and mat-vecs run on one thread per stream, so large ones are split
+MAX_CPU_STREAMS = 8
+CPU_CORES = os.cpu_count() or 1  # read once: os.cpu_count() is slow and asked many times a step
+
+ELEMENTWISE_SPLIT_MIN = 1 << 20  # elements: larger element-wise passes are split over CPU streams
+HEAD_PARALLEL_MIN_ELEMENTS = 1 << 20  # B*H*T*S below this: attention heads are not split
+DEPTHWISE_SPLIT_MIN = 1 << 18  # elements: a larger depthwise conv input is cut into time spans
+SPLIT_MATVEC_MIN_BYTES = 4 << 20  # a one-row product with a larger float weight is split by rows
+
+# products
+TRANSPOSED_PRODUCT_MAX_ROWS = 256  # 2..this many rows: computed as (W @ x.T).T
+WIDE_PRODUCT_COLUMNS = 1024  # wider than this (with more rows than the above): column blocks
+COLUMN_BLOCK = 512
+DEQUANTIZE_MIN_ROWS = 8  # a quantized product with this many rows dequantizes and calls the GEMM
+QUANTIZED_SPLIT_ROWS = 64  # output rows per stream, at least, of a split quantized product
+STACKED_TAPS_MAX_RATIO = 4  # a conv with T_out <= this * Cin is one GEMM over stacked taps
+
+# speech encoder: long inputs in blocks whose buffers the allocators can reuse
+ATTENTION_SLICE_BYTES = 64 << 20  # above this, [T, T] attention tensors are built in blocks
+ATTENTION_BLOCK_BYTES = 8 << 20  # ... of one head and this many bytes of [rows, T] scores
+FFN_BLOCK_BYTES = 16 << 20  # a feed-forward whose [T, intermediate] activations are larger: row blocks
