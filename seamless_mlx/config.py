@@ -11,9 +11,86 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+
+class ConfigError(ValueError):
+    """A ``config.json`` / ``generation_config.json`` that is not valid JSON or holds impossible values."""
+
+
+def read_json_object(path) -> Dict[str, Any]:
+    """The JSON object stored in ``path``; :class:`ConfigError` naming the file when it is not one."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            d = json.loads(f.read().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise ConfigError(
+            f"{p} is not valid JSON{where}: restore it from the original checkpoint or convert the model again."
+        ) from None
+    if not isinstance(d, dict):
+        raise ConfigError(
+            f"{p} holds a JSON {type(d).__name__}, not an object of settings: restore it from the original "
+            "checkpoint or convert the model again."
+        )
+    return d
+
+
+# Whole-number settings that may be 0 (counts of layers, token ids, offsets); every other
+# whole-number setting is a size and must be at least 1.
+_MAY_BE_ZERO_SUFFIXES = ("_layers", "_token_id", "_offset", "_chunk_num")
+_MAY_BE_ZERO = {"left_max_position_embeddings", "right_max_position_embeddings"}
+# Sizes where null is meaningful (no chunked attention in the speech encoder); null is accepted
+# for every setting that is not a size (transformers reads it as "off" or "unset").
+_MAY_BE_NONE = {"speech_encoder_chunk_size", "speech_encoder_left_chunk_num"}
+_HEADS = (
+    "encoder_attention_heads", "decoder_attention_heads", "speech_encoder_attention_heads",
+    "t2u_encoder_attention_heads", "t2u_decoder_attention_heads",
+)
+
+
+def _is_whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _model_size(name: str) -> bool:
+    return not (name.endswith(_MAY_BE_ZERO_SUFFIXES) or name in _MAY_BE_ZERO)
+
+
+_GENERATION_SIZES = {"max_new_tokens", "max_length", "num_beams", "num_return_sequences"}
+
+
+def _check_fields(obj, is_size) -> None:
+    """Raise ``ValueError`` naming the first setting whose type or range is impossible; a
+    whole-number setting must be >= 1 where ``is_size(name)``, else >= 0."""
+    for f in dataclasses.fields(obj):
+        name, kind, v = f.name, str(f.type), getattr(obj, f.name)
+        if name == "extra" or (v is None and (name in _MAY_BE_NONE or kind != "int" or not is_size(name))):
+            continue
+        if kind == "int":
+            least = 1 if is_size(name) else 0
+            if not _is_whole(v) or v < least:
+                what = "a whole number >= 0" if least == 0 else "a positive whole number"
+                raise ValueError(f"{name} must be {what}, got {v!r}")
+        elif kind == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a number, got {v!r}")
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be true or false, got {v!r}")
+        elif kind == "str":
+            if not isinstance(v, str):
+                raise ValueError(f"{name} must be a string, got {v!r}")
+        elif kind.startswith("List[") or kind.startswith("Dict["):
+            if not isinstance(v, list if kind.startswith("List[") else dict):
+                raise ValueError(f"{name} must be a JSON {'list' if kind.startswith('List[') else 'object'}, got {v!r}")
+            items = [x for row in v for x in (row if isinstance(row, list) else [row])] if kind.startswith("List[") else []
+            if kind.startswith("List[") and not all(_is_whole(x) and x >= 1 for x in items):
+                raise ValueError(f"{name} must hold positive whole numbers, got {v!r}")
 
 
 def _known_and_extra(cls, d: Dict[str, Any], drop_none: bool):
@@ -112,13 +189,33 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        """Build from a ``config.json`` dict; ``ValueError`` for a size that is not a positive
+        whole number (or another impossible value)."""
         known, extra = _known_and_extra(cls, d, drop_none=False)  # None is meaningful here (no chunking)
-        return cls(**known, extra=extra)
+        config = cls(**known, extra=extra)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first impossible setting."""
+        _check_fields(self, _model_size)
+        for heads in _HEADS:
+            if self.hidden_size % getattr(self, heads):
+                raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of {heads} ({getattr(self, heads)})")
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
 
     @classmethod
     def from_pretrained(cls, path) -> "ModelConfig":
-        with open(Path(path) / "config.json", encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        p = Path(path) / "config.json"
+        try:
+            return cls.from_dict(read_json_object(p))
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{p}: {e}; restore it from the original checkpoint or convert the model again.") from None
 
     def to_dict(self) -> Dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -167,15 +264,22 @@ class GenerationConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "GenerationConfig":
         # ``None`` in the JSON means "unset": keep our default for it.
         known, extra = _known_and_extra(cls, d, drop_none=True)
-        return cls(**known, extra=extra)
+        config = cls(**known, extra=extra)
+        _check_fields(config, _GENERATION_SIZES.__contains__)
+        return config
 
     @classmethod
     def from_pretrained(cls, path) -> "GenerationConfig":
+        """Read ``generation_config.json`` (the defaults, with no language tables, when absent)."""
         p = Path(path) / "generation_config.json"
         if not p.exists():
             return cls()
-        with open(p, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        try:
+            return cls.from_dict(read_json_object(p))
+        except ConfigError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{p}: {e}; restore it from the original checkpoint.") from None
 
     def to_dict(self) -> Dict[str, Any]:
         out = dict(self.extra)
