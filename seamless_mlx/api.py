@@ -69,9 +69,11 @@ AUDIO_EXTENSIONS = {
 }
 
 TEXT_EXTENSIONS = {".txt", ".md"}
-# Pieces of text translated in one padded batch (divided by the number of beams): long text costs
-# this many pieces' activations at a time, whatever its length.
+# Pieces of text translated in one padded batch: long text costs one batch's activations at a time,
+# whatever its length.  The batch shrinks so that it holds at most TEXT_BATCH_POSITIONS decoder
+# positions (sequences x beams x max_new_tokens): the decoder's cache is the largest activation.
 TEXT_BATCH = 8
+TEXT_BATCH_POSITIONS = 8 * 256
 # Target languages written without spaces between sentences.
 UNSPACED_LANGS = {"cmn", "cmn_Hant", "yue", "jpn"}
 # The text decoder's positions hold the start token and the language code before the output.
@@ -579,11 +581,13 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
     sentences, joined again with spaces; memory is that of one batch of ``TEXT_BATCH`` pieces,
     whatever the length of the text.  Speech pieces are joined with 0.2 s silences."""
     pieces, n_lines = _text_pieces(source, max_chars)
-    beams = int(decoding.get("num_beams") or m.generation_config.num_beams or 1)
+    gen = m.generation_config
+    beams = int(decoding.get("num_beams") or gen.num_beams or 1)
+    max_new = int(decoding.get("max_new_tokens") or gen.max_new_tokens or 1)
     streaming = on_text is not None and not speech and beams == 1
     # Streamed text goes token by token, one piece at a time; speech pieces go one at a time too,
     # since a padded batch's shorter items would get the padding units' sound.
-    batch = 1 if streaming or speech else max(1, TEXT_BATCH // beams)
+    batch = 1 if streaming or speech else max(1, min(TEXT_BATCH, TEXT_BATCH_POSITIONS // (beams * max_new)))
     sep = "" if tgt in UNSPACED_LANGS else " "
     bar = None
     if progress and len(pieces) > batch:
