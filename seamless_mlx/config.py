@@ -93,6 +93,15 @@ def _check_fields(obj, is_size) -> None:
                 raise ValueError(f"{name} must hold positive whole numbers, got {v!r}")
 
 
+def _from_file(cls, p: Path):
+    """``cls.from_dict`` of the JSON object in ``p``; a :class:`ConfigError` naming the file."""
+    data = read_json_object(p)
+    try:
+        return cls.from_dict(data)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{p}: {e}; restore it from the original checkpoint or convert the model again.") from None
+
+
 def _known_and_extra(cls, d: Dict[str, Any], drop_none: bool):
     """Split a JSON dict into the dataclass's fields and the rest (kept, for lossless round trips)."""
     names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
@@ -209,13 +218,7 @@ class ModelConfig:
 
     @classmethod
     def from_pretrained(cls, path) -> "ModelConfig":
-        p = Path(path) / "config.json"
-        try:
-            return cls.from_dict(read_json_object(p))
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{p}: {e}; restore it from the original checkpoint or convert the model again.") from None
+        return _from_file(cls, Path(path) / "config.json")
 
     def to_dict(self) -> Dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -272,14 +275,7 @@ class GenerationConfig:
     def from_pretrained(cls, path) -> "GenerationConfig":
         """Read ``generation_config.json`` (the defaults, with no language tables, when absent)."""
         p = Path(path) / "generation_config.json"
-        if not p.exists():
-            return cls()
-        try:
-            return cls.from_dict(read_json_object(p))
-        except ConfigError:
-            raise
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{p}: {e}; restore it from the original checkpoint.") from None
+        return _from_file(cls, p) if p.exists() else cls()
 
     def to_dict(self) -> Dict[str, Any]:
         out = dict(self.extra)
