@@ -139,7 +139,7 @@ def test_split_sentences(text, pieces):
 @pytest.mark.parametrize(
     "text,max_chars,pieces",
     [
-        ("one, two, three, four, five six seven", 15, ["one, two,", "three, four,", "five six seven"]),
+        ("alpha beta, gamma delta epsilon", 20, ["alpha beta,", "gamma delta epsilon"]),
         ("a b c d e f g h", 5, ["a b c", "d e f", "g h"]),
         ("x" * 25, 10, ["x" * 10, "x" * 10, "x" * 5]),
     ],
