@@ -40,41 +40,49 @@ def read_json_object(path) -> Dict[str, Any]:
     return d
 
 
-# Whole-number settings that may be 0 (counts of layers, token ids, offsets); every other
-# whole-number setting is a size and must be at least 1.
-_MAY_BE_ZERO_SUFFIXES = ("_layers", "_token_id", "_offset", "_chunk_num")
-_MAY_BE_ZERO = {"left_max_position_embeddings", "right_max_position_embeddings"}
+# The least value of each whole-number setting: sizes at least 1; counts of layers, offsets and
+# relative-position windows at least 0; token ids and the speech encoder's left chunk count (-1:
+# unlimited) unbounded.
+_COUNT_SUFFIXES = ("_layers", "_offset")
+_COUNTS = {"left_max_position_embeddings", "right_max_position_embeddings"}
+_UNBOUNDED = {"speech_encoder_left_chunk_num"}
 # Sizes where null is meaningful (no chunked attention in the speech encoder); null is accepted
 # for every setting that is not a size (transformers reads it as "off" or "unset").
-_MAY_BE_NONE = {"speech_encoder_chunk_size", "speech_encoder_left_chunk_num"}
+_MAY_BE_NONE = {"speech_encoder_chunk_size"}
 _HEADS = (
     "encoder_attention_heads", "decoder_attention_heads", "speech_encoder_attention_heads",
     "t2u_encoder_attention_heads", "t2u_decoder_attention_heads",
 )
+_GENERATION_SIZES = {"max_new_tokens", "max_length", "num_beams", "num_return_sequences"}
 
 
 def _is_whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _model_size(name: str) -> bool:
-    return not (name.endswith(_MAY_BE_ZERO_SUFFIXES) or name in _MAY_BE_ZERO)
+def _model_least(name: str) -> Optional[int]:
+    if name.endswith("_token_id") or name in _UNBOUNDED:
+        return None
+    return 0 if name.endswith(_COUNT_SUFFIXES) or name in _COUNTS else 1
 
 
-_GENERATION_SIZES = {"max_new_tokens", "max_length", "num_beams", "num_return_sequences"}
+def _generation_least(name: str) -> Optional[int]:
+    if name.endswith("_token_id"):
+        return None
+    return 1 if name in _GENERATION_SIZES else 0
 
 
-def _check_fields(obj, is_size) -> None:
+def _check_fields(obj, least_of) -> None:
     """Raise ``ValueError`` naming the first setting whose type or range is impossible; a
-    whole-number setting must be >= 1 where ``is_size(name)``, else >= 0."""
+    whole-number setting must be at least ``least_of(name)`` (``None``: any)."""
     for f in dataclasses.fields(obj):
         name, kind, v = f.name, str(f.type), getattr(obj, f.name)
-        if name == "extra" or (v is None and (name in _MAY_BE_NONE or kind != "int" or not is_size(name))):
+        least = least_of(name) if kind == "int" else None
+        if name == "extra" or (v is None and (name in _MAY_BE_NONE or least != 1)):
             continue
         if kind == "int":
-            least = 1 if is_size(name) else 0
-            if not _is_whole(v) or v < least:
-                what = "a whole number >= 0" if least == 0 else "a positive whole number"
+            if not _is_whole(v) or (least is not None and v < least):
+                what = "a whole number" if least is None else "a positive whole number" if least else "a whole number >= 0"
                 raise ValueError(f"{name} must be {what}, got {v!r}")
         elif kind == "float":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -207,7 +215,7 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first impossible setting."""
-        _check_fields(self, _model_size)
+        _check_fields(self, _model_least)
         for heads in _HEADS:
             if self.hidden_size % getattr(self, heads):
                 raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of {heads} ({getattr(self, heads)})")
@@ -268,7 +276,7 @@ class GenerationConfig:
         # ``None`` in the JSON means "unset": keep our default for it.
         known, extra = _known_and_extra(cls, d, drop_none=True)
         config = cls(**known, extra=extra)
-        _check_fields(config, _GENERATION_SIZES.__contains__)
+        _check_fields(config, _generation_least)
         return config
 
     @classmethod
