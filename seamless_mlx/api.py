@@ -50,12 +50,14 @@ import numpy as np
 from . import model as model_classes
 from .audio import SAMPLE_RATE, AudioFileNotFoundError, load_audio, prepare_audio, save_wav
 from .batch import Job, run_jobs
+from .config import read_json_object
 from .convert import convert
+from .features import check_speech_length
 from .fileio import check_output_path, target_lock, write_text_atomic
 from .generate import check_target, stream_generate
 from .loading import CheckpointError, is_converted, resolve
 from .processor import SeamlessM4TProcessor
-from .segment import split_on_pauses
+from .segment import DEFAULT_MAX_CHARS, split_on_pauses, split_sentences
 
 DEFAULT_MODEL = "facebook/seamless-m4t-v2-large"
 GAP_S = 0.2
@@ -75,6 +77,17 @@ AUDIO_EXTENSIONS = {
     ".wav", ".wave", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc", ".au",
     ".m4a", ".aac", ".wma", ".caf", ".w64", ".rf64", ".webm", ".mp4", ".snd",
 }
+
+TEXT_EXTENSIONS = {".txt", ".md"}
+# Pieces of text translated in one padded batch: long text costs one batch's activations at a time,
+# whatever its length.  The batch shrinks so that it holds at most TEXT_BATCH_POSITIONS decoder
+# positions (sequences x beams x max_new_tokens): the decoder's cache is the largest activation.
+TEXT_BATCH = 8
+TEXT_BATCH_POSITIONS = 8 * 256
+# Target languages written without spaces between sentences.
+UNSPACED_LANGS = {"cmn", "cmn_Hant", "yue", "jpn"}
+# The text decoder's positions hold the start token and the language code before the output.
+DECODER_PREFIX_LEN = 2
 
 TASK_CLASSES = {
     "t2tt": "SeamlessM4Tv2ForTextToText",
@@ -213,8 +226,7 @@ def model_folder(
         if not (src / "config.json").exists():
             raise CheckpointError(f"{src} has no config.json: it is not a SeamlessM4T-v2 model folder.")
         if is_converted(src):
-            with open(src / "config.json", encoding="utf-8") as f:
-                q = json.load(f).get("quantization")
+            q = read_json_object(src / "config.json").get("quantization")
             if quantize is None or (q and int(q.get("bits", 0)) == int(quantize)):
                 return src
             if q:
@@ -227,6 +239,7 @@ def model_folder(
         return target
     if not convert_if_needed:
         return resolve(model_id)
+    _check_writable(target.parent)
     src = resolve(model_id)
     what = f"{quantize}-bit quantized MLX" if quantize else "MLX"
     log = (lambda msg: None) if quiet else _log
@@ -246,6 +259,21 @@ def model_folder(
     return out
 
 
+def _check_writable(folder: Path):
+    """Fail before any download or conversion when the cache folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        reason = "it is a file" if folder.is_file() else (e.strerror or type(e).__name__)
+        raise ValueError(
+            f"cannot write the model cache {folder} ({reason}): set SEAMLESS_MLX_CACHE to a writable folder with "
+            "room for the converted model (9.3 GB for v2-large), or pass an already converted folder as the model."
+        ) from None
+
+
 def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optional[int] = None):
     """``(model, processor)`` for ``task`` in ``t2tt s2tt t2st s2st`` (cached per process).
 
@@ -259,6 +287,11 @@ def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optio
     folder = model_folder(model_id, quantize)
     if str(Path(folder).resolve()) in _SHARED:
         return _SHARED[str(Path(folder).resolve())]
+    if not (Path(folder) / "generation_config.json").is_file():
+        raise ValueError(
+            f"{folder} has no generation_config.json (the model's language tables): copy it into that folder from "
+            "the original checkpoint (e.g. facebook/seamless-m4t-v2-large)."
+        )
     return _load_model(str(Path(folder).resolve()), TASK_CLASSES[task], quantize)
 
 
@@ -292,6 +325,38 @@ def share_model(model_id: str, quantize: Optional[int] = None):
 # --------------------------------------------------------------------------------------------
 
 
+def looks_like_file_name(s: str) -> bool:
+    """Whether a command-line argument reads as a file name rather than as text to translate:
+    one line with an audio or text extension (``talk.wav``, ``notes.txt``), or a single word with
+    a path separator (``recordings/talk``, ``~/x``)."""
+    if not isinstance(s, str) or "\n" in s or len(s) >= 4096:
+        return False
+    if Path(s).suffix.lower() in AUDIO_EXTENSIONS | TEXT_EXTENSIONS:
+        return True
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return not any(c.isspace() for c in s) and (any(c in s for c in seps) or s.startswith("~"))
+
+
+def max_new_tokens_limit(config) -> int:
+    """The longest text output ``config``'s decoder can address: its ``max_position_embeddings``
+    less the start and language tokens that precede the output."""
+    return int(config.max_position_embeddings) - DECODER_PREFIX_LEN
+
+
+def _check_max_new_tokens(max_new_tokens, config):
+    limit = max_new_tokens_limit(config)
+    if max_new_tokens is None:
+        return
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or not (
+        1 <= max_new_tokens <= limit
+    ):
+        raise ValueError(
+            f"max_new_tokens must be a whole number from 1 to {limit} for this model (its text decoder has "
+            f"max_position_embeddings={config.max_position_embeddings}, {DECODER_PREFIX_LEN} of them for the start "
+            f"and language tokens), got {max_new_tokens!r}."
+        )
+
+
 def looks_like_audio_path(s: str) -> bool:
     return (
         isinstance(s, str)
@@ -308,11 +373,11 @@ def _as_audio(source, sampling_rate: int = SAMPLE_RATE) -> Optional[np.ndarray]:
     PCM scaled to [-1, 1], channels averaged, resampled from ``sampling_rate`` when it is not 16 kHz.
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and looks_like_audio_path(source)):
-        return load_audio(os.fspath(source), SAMPLE_RATE)
+        return check_speech_length(load_audio(os.fspath(source), SAMPLE_RATE), f"audio file {os.fspath(source)!r}")
     if isinstance(source, str):
         return None
     if isinstance(source, np.ndarray) or type(source).__module__.startswith("mlx"):
-        return prepare_audio(source, int(sampling_rate), SAMPLE_RATE)
+        return check_speech_length(prepare_audio(source, int(sampling_rate), SAMPLE_RATE), "the audio")
     raise TypeError(f"source must be text, an audio file path or a numpy waveform, got {type(source).__name__}")
 
 
@@ -331,14 +396,18 @@ def _check_request(model, tgt_lang: str, speech: bool, speaker_id: int):
     return tgt
 
 
-def generation_kwargs(preset: str, src_len: int, num_beams=None, max_new_tokens=None, no_repeat_ngram_size=None) -> Dict[str, Any]:
+def generation_kwargs(
+    preset: str, src_len: int, num_beams=None, max_new_tokens=None, no_repeat_ngram_size=None, limit=None
+) -> Dict[str, Any]:
+    """Generation keywords for ``preset``, a source of ``src_len`` tokens and the caller's
+    overrides; ``limit`` caps a length the preset derives from the source."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     p = dict(PRESETS[preset])
     kw: Dict[str, Any] = {}
     if "max_len_b" in p:
         a, b, cap = p.pop("max_len_a"), p.pop("max_len_b"), p.pop("max_len_cap")
-        kw["max_new_tokens"] = min(cap, int(a * src_len + b))
+        kw["max_new_tokens"] = min(cap, int(a * src_len + b), limit or cap)
     kw.update(p)
     if num_beams is not None:
         kw["num_beams"] = int(num_beams)
@@ -393,8 +462,13 @@ def translate(
     no_repeat_ngram_size: Optional[int] = None,
     sampling_rate: int = SAMPLE_RATE,
     batch_size: int = 16,
+    max_chars: int = DEFAULT_MAX_CHARS,
 ) -> Union[Result, List[Result]]:
     """Translate text, an audio file or a 16 kHz waveform into ``tgt_lang`` text (and speech).
+
+    Text is translated line by line; a line longer than ``max_chars`` is split into its sentences
+    (:func:`seamless_mlx.segment.split_sentences`), translated in batches and joined, so memory
+    stays flat for any length of text.
 
     A list of sources gives a list of results in the same order, decoded in padded batches of up
     to ``batch_size`` (:mod:`seamless_mlx.batch`); each result equals the one for its source
@@ -408,15 +482,18 @@ def translate(
         speech: also synthesise speech (``Result.audio``).
         model: converted folder, transformers folder or hub id.
         speaker_id: vocoder voice, ``0 .. vocoder_num_spkrs - 1``.
-        num_beams, max_new_tokens: override the preset's text decoding.
+        num_beams, max_new_tokens: override the preset's text decoding (``max_new_tokens`` at most
+            :func:`max_new_tokens_limit`, 4094 for v2-large).
         preset: ``"transformers"`` or ``"seamless"`` (see the module docstring).
         max_segment_s: longest piece of a long recording sent to the model at once.
-        progress: show a progress bar over the pieces of a long recording.
+        progress: show a progress bar over the pieces of a long recording or text (for text only
+            when stderr is a terminal).
         quantize: 4 or 8 to use (and create on first use) a quantized copy of the model.
         on_text: called with text as it is produced (per token for greedy text output).
         no_repeat_ngram_size: forbid repeating n-grams of this size in the text (0/None: off).
         sampling_rate: rate of an array ``source`` (resampled to 16 kHz); files carry their own.
         batch_size: most sources (lines, recording pieces) decoded together for a list ``source``.
+        max_chars: longest line of text translated whole; longer ones are split into sentences.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
@@ -434,9 +511,17 @@ def translate(
             raise ValueError("the input text is empty.")
         if not src_lang:
             raise ValueError("src_lang is required for text input (e.g. src_lang='eng').")
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"the input text holds an invalid character at position {e.start} (a lone surrogate, from text "
+                "decoded with errors='surrogateescape'?): decode the text as UTF-8 first."
+            ) from None
     task = ("s2" if audio is not None else "t2") + ("st" if speech else "tt")
     m, processor = get_model(str(model), task, quantize)
     tgt = _check_request(m, tgt_lang, speech, speaker_id)
+    _check_max_new_tokens(max_new_tokens, m.config)
     if audio is None:
         try:
             known = processor.tokenizer.supported_languages
@@ -445,9 +530,14 @@ def translate(
         if known:
             src_lang = _match_lang(src_lang, known) or src_lang
 
-    decoding = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
+    decoding = dict(
+        num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
+        limit=max_new_tokens_limit(m.config),
+    )
     if audio is None:
-        return _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text)
+        return _translate_text(
+            m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text, progress, max_chars
+        )
 
     ranges = split_on_pauses(audio, SAMPLE_RATE, max_segment_s=max_segment_s, long_s=max(20.0, max_segment_s))
     it = ranges
@@ -477,29 +567,89 @@ def translate(
     return Result(text=text, audio=out_audio, segments=segments, source_path=path)
 
 
-def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text):
-    """Text is translated line by line (empty lines kept): a document piped in is not one giant
-    sentence truncated at ``max_new_tokens``; speech pieces are joined with 0.2 s silences."""
+def _text_pieces(source: str, max_chars: int):
+    """``[(line index, text)]``: the non-empty lines of ``source``, a line longer than
+    ``max_chars`` split into its sentences; and the number of lines."""
     lines = source.strip("\n").split("\n")
-    out_lines: List[str] = []
+    pieces = []
+    for i, line in enumerate(lines):
+        line = line.strip()
+        if line:
+            pieces.extend((i, p) for p in ([line] if len(line) <= max_chars else split_sentences(line, max_chars)))
+    return pieces, len(lines)
+
+
+def _translate_batch(m, processor, texts, src_lang, tgt, speech, speaker_id, preset, decoding):
+    """[(text, waveform or None)] for a padded batch of source texts."""
+    inputs = processor(text=texts, src_lang=src_lang.replace("__", ""), return_tensors="mlx")
+    inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+    gen_kw = generation_kwargs(preset, int(inputs["input_ids"].shape[1]), **decoding)
+    if speech:
+        out = m.generate(
+            **inputs, tgt_lang=tgt, generate_speech=True, speaker_id=int(speaker_id),
+            return_intermediate_token_ids=True, **gen_kw,
+        )
+        lengths, wav = np.array(out.waveform_lengths), np.array(out.waveform, dtype=np.float32)
+        waves = [wav[j, : int(lengths[j])] for j in range(len(texts))]
+    else:
+        out = m.generate(**inputs, tgt_lang=tgt, generate_speech=False, **gen_kw)
+        waves = [None] * len(texts)
+    decoded = processor.batch_decode(np.array(out.sequences).tolist(), skip_special_tokens=True)
+    return [(t.strip(), w) for t, w in zip(decoded, waves)]
+
+
+def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text,
+                    progress=False, max_chars=DEFAULT_MAX_CHARS):
+    """Text is translated line by line (empty lines kept): a document piped in is not one giant
+    sentence truncated at ``max_new_tokens``.  A line longer than ``max_chars`` is split into its
+    sentences, joined again with spaces; memory is that of one batch of ``TEXT_BATCH`` pieces,
+    whatever the length of the text.  Speech pieces are joined with 0.2 s silences."""
+    pieces, n_lines = _text_pieces(source, max_chars)
+    gen = m.generation_config
+    beams = int(decoding.get("num_beams") or gen.num_beams or 1)
+    max_new = int(decoding.get("max_new_tokens") or gen.max_new_tokens or 1)
+    streaming = on_text is not None and not speech and beams == 1
+    # Streamed text goes token by token, one piece at a time; speech pieces go one at a time too,
+    # since a padded batch's shorter items would get the padding units' sound.
+    batch = 1 if streaming or speech else max(1, min(TEXT_BATCH, TEXT_BATCH_POSITIONS // (beams * max_new)))
+    sep = "" if tgt in UNSPACED_LANGS else " "
+    bar = None
+    if progress and len(pieces) > batch:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(pieces), desc="Translating", unit="sentence", file=sys.stderr, disable=None)
+    results = []
+    for b0 in range(0, len(pieces), batch):
+        chunk = pieces[b0 : b0 + batch]
+        if streaming:
+            if b0:
+                on_text("\n" if chunk[0][0] != pieces[b0 - 1][0] else sep)
+            inputs = processor(text=chunk[0][1], src_lang=src_lang.replace("__", ""), return_tensors="mlx")
+            inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+            src_len = int(inputs["input_ids"].shape[1])
+            gen_kw = generation_kwargs(preset, src_len, **decoding)
+            results.append(_translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text))
+        else:
+            texts = [p for _, p in chunk]
+            out = _translate_batch(m, processor, texts, src_lang, tgt, speech, speaker_id, preset, decoding)
+            if on_text is not None:
+                for j, (text, _) in enumerate(out):
+                    if b0 + j:
+                        on_text("\n" if pieces[b0 + j][0] != pieces[b0 + j - 1][0] else sep)
+                    on_text(text)
+            results.extend(out)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+
+    out_lines: List[List[str]] = [[] for _ in range(n_lines)]
     segments: List[Segment] = []
     waves: List[np.ndarray] = []
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
     t = 0.0
-    first = True
-    for line in lines:
-        if not line.strip():
-            out_lines.append("")
-            continue
-        if on_text is not None and not first:
-            on_text("\n")
-        first = False
-        inputs = processor(text=line.strip(), src_lang=src_lang.replace("__", ""), return_tensors="mlx")
-        inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
-        src_len = int(inputs["input_ids"].shape[1])
-        gen_kw = generation_kwargs(preset, src_len, **decoding)
-        text, wav = _translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text)
-        out_lines.append(text)
+    for (line, _), (text, wav) in zip(pieces, results):
+        out_lines[line].append(text)
         dur = len(wav) / SAMPLE_RATE if wav is not None else 0.0
         if wav is not None:
             if waves:
@@ -509,7 +659,7 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
         segments.append(Segment(t, t + dur, text))
         t += dur
     audio = np.concatenate(waves) if waves else (np.zeros(0, np.float32) if speech else None)
-    return Result(text="\n".join(out_lines), audio=audio, segments=segments)
+    return Result(text="\n".join(sep.join(p for p in parts if p) for parts in out_lines), audio=audio, segments=segments)
 
 
 def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, preset, decoding, max_segment_s,

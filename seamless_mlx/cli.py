@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--src-lang", default=None, help="source language of text input, e.g. eng")
     mode = t.add_mutually_exclusive_group()
     mode.add_argument("--speech", action="store_true", help="output speech (needs --output x.wav or x.flac)")
-    mode.add_argument("--text", action="store_true", help="output text (default)")
+    mode.add_argument("--text", action="store_true",
+                      help="output text (default); also takes an input that names no existing file as text")
     t.add_argument("--output", "-o", default=None,
                    help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech); "
                         "an existing file is kept unless -y is given, the input file always")
@@ -232,8 +233,19 @@ def _report_time(args, t0: float, result):
               file=sys.stderr, flush=True)
 
 
+def _decode_utf8(data: bytes, what: str) -> str:
+    """Text input as UTF-8 (a leading BOM dropped), or a UsageError that says how to convert it."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(
+            f"{what} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): convert it first, "
+            "e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+
+
 def cmd_translate(args) -> int:
-    from .api import looks_like_audio_path, translate
+    from .api import looks_like_audio_path, looks_like_file_name, translate
     from .documents import cli_translate, is_document
 
     if args.input != "-" and (os.path.isdir(args.input) or is_document(args.input)):
@@ -252,14 +264,17 @@ def cmd_translate(args) -> int:
         check_output_path(out, overwrite=args.overwrite, inputs=[args.input])
 
     if args.input == "-":
-        source = sys.stdin.read()
+        source = _decode_utf8(sys.stdin.buffer.read(), "standard input")
         is_audio = False
     elif os.path.isfile(args.input) and Path(args.input).suffix.lower() in (".txt", ".md"):
-        source = Path(args.input).read_text(encoding="utf-8")  # a text file: translate its lines
+        source = _decode_utf8(Path(args.input).read_bytes(), repr(args.input))  # a text file: translate its lines
         is_audio = False
+    elif not os.path.exists(args.input) and looks_like_file_name(args.input) and not args.text:
+        raise UsageError(f"file not found: {args.input!r}. Check the path; to translate these words as text, add --text "
+                         "or pass them on standard input (echo ... | seamless-mlx translate - ...).")
     else:
         source = args.input
-        is_audio = looks_like_audio_path(source)
+        is_audio = looks_like_audio_path(source) and not (args.text and not os.path.exists(source))
     if not is_audio:
         if not source.strip():
             raise UsageError("the input text is empty.")
@@ -268,10 +283,11 @@ def cmd_translate(args) -> int:
 
     # Text appears as it is decoded on a terminal (it is then its own progress display: no bar
     # over the segments, which would garble the same screen); piped output is printed at the end.
-    if is_audio:  # read it now: a missing/corrupt file is reported before any model is loaded
+    if is_audio:  # read it now: a missing/corrupt/too short file is reported before any model is loaded
         from .audio import load_audio
+        from .features import check_speech_length
 
-        source = load_audio(source)
+        source = check_speech_length(load_audio(source), repr(args.input))
     stream = not speech and sys.stdout.isatty() and (out is None or ext not in TEXT_FORMATS)
     task = ("s2" if is_audio else "t2") + ("st" if speech else "tt")
     t0 = _preload(args, task)
@@ -279,7 +295,7 @@ def cmd_translate(args) -> int:
         source, tgt_lang=args.tgt_lang, src_lang=args.src_lang, speech=speech, model=args.model,
         speaker_id=args.speaker_id, num_beams=args.num_beams, preset=args.preset,
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
-        progress=not args.quiet and is_audio and not stream, quantize=args.quantize, on_text=_streamer(stream),
+        progress=not args.quiet and not stream, quantize=args.quantize, on_text=_streamer(stream),
         no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     _report_time(args, t0, result)
@@ -311,8 +327,10 @@ def cmd_transcribe(args) -> int:
     if out is not None:
         check_output_path(out, overwrite=args.overwrite, inputs=[args.audio])
     from .audio import load_audio
+    from .features import check_speech_length
 
-    audio = load_audio(args.audio)  # a missing/corrupt file is reported before any model is loaded
+    # a missing/corrupt/too short file is reported before any model is loaded
+    audio = check_speech_length(load_audio(args.audio), repr(args.audio))
     stream = fmt == "txt" and out is None and sys.stdout.isatty()
     t0 = _preload(args, "s2tt")
     result = transcribe(
@@ -440,7 +458,7 @@ def main(argv=None) -> int:
         return _error(f"unexpected RuntimeError: {msg}" + ("" if verbose else " (run with --verbose for the traceback)"), 1)
     except WriteError as e:  # disk full and the like: the output file was left as it was
         return _error(_one_line(e), 1)
-    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         if verbose:
             traceback.print_exc()
         return _error(_hint(e), 2)

@@ -11,9 +11,103 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+
+class ConfigError(ValueError):
+    """A ``config.json`` / ``generation_config.json`` that is not valid JSON or holds impossible values."""
+
+
+def read_json_object(path) -> Dict[str, Any]:
+    """The JSON object stored in ``path``; :class:`ConfigError` naming the file when it is not one."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            d = json.loads(f.read().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        where = f" at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else ""
+        raise ConfigError(
+            f"{p} is not valid JSON{where}: restore it from the original checkpoint or convert the model again."
+        ) from None
+    if not isinstance(d, dict):
+        raise ConfigError(
+            f"{p} holds a JSON {type(d).__name__}, not an object of settings: restore it from the original "
+            "checkpoint or convert the model again."
+        )
+    return d
+
+
+# The least value of each whole-number setting: sizes at least 1; counts of layers, offsets and
+# relative-position windows at least 0; token ids and the speech encoder's left chunk count (-1:
+# unlimited) unbounded.
+_COUNT_SUFFIXES = ("_layers", "_offset")
+_COUNTS = {"left_max_position_embeddings", "right_max_position_embeddings"}
+_UNBOUNDED = {"speech_encoder_left_chunk_num"}
+# Sizes where null is meaningful (no chunked attention in the speech encoder); null is accepted
+# for every setting that is not a size (transformers reads it as "off" or "unset").
+_MAY_BE_NONE = {"speech_encoder_chunk_size"}
+_HEADS = (
+    "encoder_attention_heads", "decoder_attention_heads", "speech_encoder_attention_heads",
+    "t2u_encoder_attention_heads", "t2u_decoder_attention_heads",
+)
+_GENERATION_SIZES = {"max_new_tokens", "max_length", "num_beams", "num_return_sequences"}
+
+
+def _is_whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _model_least(name: str) -> Optional[int]:
+    if name.endswith("_token_id") or name in _UNBOUNDED:
+        return None
+    return 0 if name.endswith(_COUNT_SUFFIXES) or name in _COUNTS else 1
+
+
+def _generation_least(name: str) -> Optional[int]:
+    if name.endswith("_token_id"):
+        return None
+    return 1 if name in _GENERATION_SIZES else 0
+
+
+def _check_fields(obj, least_of) -> None:
+    """Raise ``ValueError`` naming the first setting whose type or range is impossible; a
+    whole-number setting must be at least ``least_of(name)`` (``None``: any)."""
+    for f in dataclasses.fields(obj):
+        name, kind, v = f.name, str(f.type), getattr(obj, f.name)
+        least = least_of(name) if kind == "int" else None
+        if name == "extra" or (v is None and (name in _MAY_BE_NONE or least != 1)):
+            continue
+        if kind == "int":
+            if not _is_whole(v) or (least is not None and v < least):
+                what = "a whole number" if least is None else "a positive whole number" if least else "a whole number >= 0"
+                raise ValueError(f"{name} must be {what}, got {v!r}")
+        elif kind == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a number, got {v!r}")
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                raise ValueError(f"{name} must be true or false, got {v!r}")
+        elif kind == "str":
+            if not isinstance(v, str):
+                raise ValueError(f"{name} must be a string, got {v!r}")
+        elif kind.startswith("List[") or kind.startswith("Dict["):
+            if not isinstance(v, list if kind.startswith("List[") else dict):
+                raise ValueError(f"{name} must be a JSON {'list' if kind.startswith('List[') else 'object'}, got {v!r}")
+            items = [x for row in v for x in (row if isinstance(row, list) else [row])] if kind.startswith("List[") else []
+            if kind.startswith("List[") and not all(_is_whole(x) and x >= 1 for x in items):
+                raise ValueError(f"{name} must hold positive whole numbers, got {v!r}")
+
+
+def _from_file(cls, p: Path):
+    """``cls.from_dict`` of the JSON object in ``p``; a :class:`ConfigError` naming the file."""
+    data = read_json_object(p)
+    try:
+        return cls.from_dict(data)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{p}: {e}; restore it from the original checkpoint or convert the model again.") from None
 
 
 def _known_and_extra(cls, d: Dict[str, Any], drop_none: bool):
@@ -112,13 +206,27 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        """Build from a ``config.json`` dict; ``ValueError`` for a size that is not a positive
+        whole number (or another impossible value)."""
         known, extra = _known_and_extra(cls, d, drop_none=False)  # None is meaningful here (no chunking)
-        return cls(**known, extra=extra)
+        config = cls(**known, extra=extra)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first impossible setting."""
+        _check_fields(self, _model_least)
+        for heads in _HEADS:
+            if self.hidden_size % getattr(self, heads):
+                raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of {heads} ({getattr(self, heads)})")
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
+        if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
+            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes must have the same length")
 
     @classmethod
     def from_pretrained(cls, path) -> "ModelConfig":
-        with open(Path(path) / "config.json", encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        return _from_file(cls, Path(path) / "config.json")
 
     def to_dict(self) -> Dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -167,15 +275,15 @@ class GenerationConfig:
     def from_dict(cls, d: Dict[str, Any]) -> "GenerationConfig":
         # ``None`` in the JSON means "unset": keep our default for it.
         known, extra = _known_and_extra(cls, d, drop_none=True)
-        return cls(**known, extra=extra)
+        config = cls(**known, extra=extra)
+        _check_fields(config, _generation_least)
+        return config
 
     @classmethod
     def from_pretrained(cls, path) -> "GenerationConfig":
+        """Read ``generation_config.json`` (the defaults, with no language tables, when absent)."""
         p = Path(path) / "generation_config.json"
-        if not p.exists():
-            return cls()
-        with open(p, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        return _from_file(cls, p) if p.exists() else cls()
 
     def to_dict(self) -> Dict[str, Any]:
         out = dict(self.extra)

@@ -60,6 +60,25 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
+
+# The shortest clip the speech encoder takes: two 25 ms frames, 10 ms apart (the features stack
+# frames in pairs), i.e. 35 ms at 16 kHz.
+MIN_SPEECH_SAMPLES = FRAME_LENGTH + HOP_LENGTH
+
+
+def check_speech_length(waveform: np.ndarray, name: str) -> np.ndarray:
+    """``waveform`` (16 kHz) unchanged, or ``ValueError`` naming ``name`` when it is shorter than
+    the speech encoder's :data:`MIN_SPEECH_SAMPLES`."""
+    n = int(np.asarray(waveform).size)
+    if n < MIN_SPEECH_SAMPLES:
+        raise ValueError(
+            f"{name} is too short to translate: {n} sample{'s' if n != 1 else ''} ({1000 * n / SAMPLE_RATE:.1f} ms); "
+            f"the speech encoder needs at least {MIN_SPEECH_SAMPLES} samples "
+            f"({1000 * MIN_SPEECH_SAMPLES / SAMPLE_RATE:.0f} ms at 16 kHz)."
+        )
+    return waveform
+
+
 def _kaldi_mel(freq):
     return 1127.0 * np.log(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
 
@@ -105,7 +124,7 @@ def fbank_features(
     shorter input. No normalisation is applied here (see :func:`extract_features`).
     """
     x = np.asarray(to_numpy(waveform), dtype=np.float32)
-    x = np.squeeze(x)
+    x = np.atleast_1d(np.squeeze(x))  # a one-sample clip stays 1-D (and too short, said later)
     if x.ndim != 1:
         raise ValueError(f"fbank_features expects a mono 1-D waveform, got shape {x.shape}")
     # float32 scaling by a power of two is exact; the rest runs in float64 like the reference.

@@ -7,6 +7,7 @@ sanitized in memory (the same code path the converter uses).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from . import cpu
-from .config import GenerationConfig, ModelConfig
+from .config import GenerationConfig, ModelConfig, read_json_object
 from .quantize import apply_quantization
 from .speech_encoder import sanitize as sanitize_speech_encoder
 from .t2u import sanitize as sanitize_t2u
@@ -64,15 +65,37 @@ def resolve(path_or_repo) -> Path:
         return Path(snapshot_download(str(path_or_repo), allow_patterns=HUB_PATTERNS))
     except Exception as e:  # network, auth, unknown repo
         raise CheckpointError(
-            f"Could not download {path_or_repo!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
-            "Without network access, point to a local folder (a transformers checkpoint or a converted "
-            "seamless-mlx folder) instead."
+            f"Could not download {path_or_repo!r} from the Hugging Face hub: {_download_problem(e)}. The first run of "
+            f"facebook/seamless-m4t-v2-large needs about {FIRST_RUN_DISK_GB} GB of free disk (a 9.2 GB download "
+            "plus a 9.3 GB converted copy); or pass a local folder (a transformers checkpoint or a converted "
+            "seamless-mlx folder) with --model."
         ) from None
 
 
+# A first run keeps both the hub download and the converted copy: v2-large's 2.3 B float32
+# parameters are ~9.2 GB of safetensors on the hub, its converted fp32 folder 9.24 GB (README,
+# "Converting and quantizing").
+FIRST_RUN_DISK_GB = 18.5
+
+
+def _download_problem(e: BaseException) -> str:
+    """What went wrong with a hub download, in words (huggingface_hub's own text is long)."""
+    names = {c.__name__ for c in type(e).__mro__}
+    if "GatedRepoError" in names:
+        return "the repository is gated: accept its terms on huggingface.co and log in with `hf auth login`"
+    if "RepositoryNotFoundError" in names:
+        return "no such repository (or it is private: log in with `hf auth login`)"
+    if "RevisionNotFoundError" in names:
+        return "no such revision of the repository"
+    if getattr(e, "errno", None) == errno.ENOSPC:
+        return "the disk is full"
+    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "Timeout", "ConnectTimeout"}:
+        return "no network (or HF_HUB_OFFLINE=1) and no copy in the local hub cache"
+    return type(e).__name__
+
+
 def is_converted(folder: Path) -> bool:
-    with open(folder / "config.json", encoding="utf-8") as f:
-        return FORMAT_KEY in json.load(f)
+    return FORMAT_KEY in read_json_object(folder / "config.json")
 
 
 def weight_files(folder: Path, prefixes: Optional[Iterable[str]] = None):

@@ -1,4 +1,6 @@
-"""Split long recordings into <= 15 s pieces at pauses, before translation.
+"""Split long inputs before translation: recordings at pauses, text at sentence boundaries.
+
+Text: :func:`split_sentences` (see its docstring).  Audio:
 
 SeamlessM4T-v2 is trained on utterance-length audio.  On minutes of audio its output degrades
 (dropped sentences, loops) and the speech encoder's attention grows quadratically in memory, so
@@ -24,6 +26,8 @@ the quietest moments or hard cuts every ``max_segment_s``.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import List, Tuple
 
 import numpy as np
@@ -121,4 +125,116 @@ def split_on_pauses(
     return segments
 
 
-__all__ = ["split_on_pauses", "frame_db"]
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+# Closing quotes and brackets that belong to the sentence they end.
+_CLOSERS = "\"'\u2019\u201d\u00bb\u203a)]}\u300d\u300f\uff09\u3011\u3009\u300b\uff02\uff07"
+# Terminators that end a sentence only before whitespace (or the end): Latin . ! ? and the
+# ellipsis, Arabic ؟, Urdu ۔, Devanagari danda । and double danda ॥, Armenian ։, Ethiopic ።,
+# Burmese ။, Greek question mark ;.  CJK full stops need no space after them.
+_SPACED_END = ".!?\u2026\u203c\u2047\u2048\u2049\u061f\u06d4\u0964\u0965\u0589\u1362\u104b\u037e"
+_CJK_END = "\u3002\uff01\uff1f\uff61\uff0e"
+_SENTENCE_END = re.compile(
+    f"(?:[{re.escape(_SPACED_END)}]+[{re.escape(_CLOSERS)}]*(?=\\s|$)|[{_CJK_END}]+[{re.escape(_CLOSERS)}]*)"
+)
+_PARAGRAPH = re.compile(r"\n\s*\n")
+# Clause marks where an over-long sentence is cut before falling back to any space.
+_CLAUSE_END = re.compile("[,;:\u060c\u061b\u3001\uff0c\uff1b\uff1a\u2014\u2013][" + re.escape(_CLOSERS) + "]*\\s*")
+_WHITESPACE = re.compile(r"\s+")
+# Words that end in a full stop without ending the sentence (lower case; single letters, as in
+# initials, are handled separately).
+ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st sr jr vs etc e.g i.e cf fig no nr vol pp approx dept est inc ltd co corp "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+DEFAULT_MAX_CHARS = 400
+
+
+def _ends_sentence(text: str, start: int, end: int) -> bool:
+    """Whether the terminator ``text[start:end]`` ends a sentence: not before a lower-case word
+    (``"Really?" she said``, ``wait… then``), nor as a single full stop after an initial
+    (``J. Smith``) or a common abbreviation (``Dr.``, ``e.g.``)."""
+    following = _WHITESPACE.match(text, end)
+    nxt = following.end() if following else end
+    if text[nxt : nxt + 1].islower():
+        return False
+    if text[start:end] != ".":
+        return True
+    word_start = start
+    while word_start > 0 and not text[word_start - 1].isspace():
+        word_start -= 1
+    word = text[word_start:start].lstrip("(\"'\u201c\u2018\u00ab").lower()
+    return not ((len(word) == 1 and word.isalpha()) or word in ABBREVIATIONS)
+
+
+def _cut_long(sentence: str, max_chars: int) -> List[str]:
+    """Cut a sentence longer than ``max_chars`` into pieces of at most ``max_chars``: after the
+    last clause mark (comma, semicolon, ...) in the second half of the window, else at the last
+    whitespace, else (a script written without spaces, or one giant word) after ``max_chars``
+    characters, never in front of a combining mark."""
+    pieces: List[str] = []
+    start, n = 0, len(sentence)
+    while n - start > max_chars:
+        stop = start + max_chars
+        cut = 0
+        for m in _CLAUSE_END.finditer(sentence, start + max_chars // 2, stop + 1):
+            if m.end() <= stop:
+                cut = m.end()
+        if not cut:
+            space = max(sentence.rfind(c, start + 1, stop + 1) for c in " \t\n\u3000")
+            cut = space + 1 if space > start else stop
+            while start + 1 < cut < n and unicodedata.combining(sentence[cut]):
+                cut -= 1
+        piece = sentence[start:cut].strip()
+        if piece:
+            pieces.append(piece)
+        start = cut
+        while start < n and sentence[start].isspace():
+            start += 1
+    if sentence[start:].strip():
+        pieces.append(sentence[start:].strip())
+    return pieces
+
+
+def split_sentences(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> List[str]:
+    """Split ``text`` into its sentences, each at most ``max_chars`` characters, in order.
+
+    SeamlessM4T-v2 was trained on sentences: its output degrades on paragraphs, and memory grows
+    with the square of the input length, so long text is translated sentence by sentence.
+
+    A sentence ends at ``. ! ? …`` (and Arabic ``؟``, Urdu ``۔``, Devanagari ``। ॥``, Armenian,
+    Ethiopic and Burmese full stops) followed by whitespace, or at a CJK ``。！？`` anywhere;
+    closing quotes and brackets stay with their sentence.  A blank line always ends one.  A
+    single ``.`` after an initial (``J. Smith``) or a common abbreviation (``Dr.``, ``e.g.``), or
+    before a lower-case word, does not.  A sentence still longer than ``max_chars`` is cut after a
+    clause mark (``, ; :`` and their CJK/Arabic forms), else at whitespace, else every
+    ``max_chars`` characters.
+
+    The pieces are stripped of surrounding whitespace and never empty; whitespace between
+    sentences (line breaks included) is not kept.  Text without any boundary comes back as one
+    piece when it fits.  Runs in time linear in ``len(text)``.
+
+    Args:
+        text: any text, in any script.
+        max_chars: the longest piece returned, >= 1.
+
+    Returns:
+        A list of strings; ``[]`` for empty or whitespace-only text.
+    """
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise ValueError(f"max_chars must be a whole number >= 1, got {max_chars!r}")
+    pieces: List[str] = []
+    for paragraph in _PARAGRAPH.split(text):
+        start = 0
+        for m in _SENTENCE_END.finditer(paragraph):
+            if not _ends_sentence(paragraph, m.start(), m.end()):
+                continue
+            pieces.extend(_cut_long(paragraph[start : m.end()].strip(), max_chars))
+            start = m.end()
+        pieces.extend(_cut_long(paragraph[start:].strip(), max_chars))
+    return [p for p in pieces if p]
+
+
+__all__ = ["split_on_pauses", "frame_db", "split_sentences"]

@@ -111,3 +111,46 @@ def test_mostly_silent_recording_still_cuts_in_silence():
     assert max(b - a for a, b in segs) <= 15 * SR
     for _, cut in segs[:-1]:
         assert not any(a < cut < b for a, b in bursts), f"cut at {cut / SR:.2f}s is inside speech"
+
+
+# ------------------------------------------------------------------------------ text sentences
+
+from seamless_mlx.segment import split_sentences  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "text,pieces",
+    [
+        ("Hello there. How are you? Fine!", ["Hello there.", "How are you?", "Fine!"]),
+        ("今天天气很好。我们去公园吧！你觉得呢？好的", ["今天天气很好。", "我们去公园吧！", "你觉得呢？", "好的"]),
+        ("मैं ठीक हूँ। आप कैसे हैं? धन्यवाद।", ["मैं ठीक हूँ।", "आप कैसे हैं?", "धन्यवाद।"]),
+        ("كيف حالك؟ أنا بخير.", ["كيف حالك؟", "أنا بخير."]),
+        ('Dr. Smith met J. R. Tolkien, e.g. in 1950. "Really?" she asked. Yes.',
+         ["Dr. Smith met J. R. Tolkien, e.g. in 1950.", '"Really?" she asked.', "Yes."]),
+        ("Pi is 3.14 today.\n\nA new paragraph\nwrapped", ["Pi is 3.14 today.", "A new paragraph\nwrapped"]),
+        ("  \n ", []),
+    ],
+    ids=["latin", "cjk", "devanagari", "arabic", "abbreviations-quotes", "paragraphs"] + ["blank"],
+)
+def test_split_sentences(text, pieces):
+    assert split_sentences(text) == pieces
+
+
+@pytest.mark.parametrize(
+    "text,max_chars,pieces",
+    [
+        ("alpha beta, gamma delta epsilon", 20, ["alpha beta,", "gamma delta epsilon"]),
+        ("a b c d e f g h", 5, ["a b c", "d e f", "g h"]),
+        ("x" * 25, 10, ["x" * 10, "x" * 10, "x" * 5]),
+    ],
+    ids=["clause", "space", "no-space"],
+)
+def test_long_sentence_is_cut_at_clause_then_space_then_characters(text, max_chars, pieces):
+    assert split_sentences(text, max_chars=max_chars) == pieces
+
+
+def test_split_sentences_bounds_every_piece_and_keeps_every_character():
+    text = ("Ceci est une phrase assez longue, avec des virgules; et encore des mots. " * 50) + "字" * 1000
+    pieces = split_sentences(text, max_chars=100)
+    assert max(map(len, pieces)) <= 100
+    assert "".join(pieces).replace(" ", "") == text.replace(" ", "")
