@@ -108,16 +108,16 @@ def test_long_line_is_split_into_sentences_with_flat_memory(cli, env, mlx_model,
     (the JSON segments), and the peak RSS stays within 100 MB of a one-sentence run's (translated
     whole, the line took ~500 MB more on the tiny model, and that grows with the square of its length)."""
     n = 150
-    (tmp_path / "long.txt").write_text(" ".join(f"This is sentence number {i}, which says a little more." for i in range(n)))
+    long_line = " ".join(f"This is sentence number {i}, which says a little more." for i in range(n))
 
-    def peak(source, out):
-        argv = [sys.executable, "-c", PEAK_RSS, "translate", source, "--src-lang", "eng", "--tgt-lang", "fra",
+    def peak(text, out):  # the line on standard input: a .txt path would be a document (documents.py)
+        argv = [sys.executable, "-c", PEAK_RSS, "translate", "-", "--src-lang", "eng", "--tgt-lang", "fra",
                 "-o", out, "-q", *FAST, "--model", str(mlx_model)]
-        r = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(argv, env=env, cwd=tmp_path, input=text, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
         return int(r.stderr.strip().splitlines()[-1])
 
-    short, long = peak("Hello world.", "short.json"), peak(tmp_path / "long.txt", "long.json")
+    short, long = peak("Hello world.", "short.json"), peak(long_line, "long.json")
     assert long <= short + 100e6, f"peak RSS {long / 1e6:.0f} MB, a one-sentence run {short / 1e6:.0f} MB"
     assert len(json.loads((tmp_path / "long.json").read_text(encoding="utf-8"))["segments"]) == n
 
