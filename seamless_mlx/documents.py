@@ -20,21 +20,21 @@ while a translated subtitle file should differ from its source in the cue text o
 from __future__ import annotations
 
 import os
-import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from .api import AUDIO_EXTENSIONS, Result, transcribe, translate
+from .fileio import write_text_atomic
+from .segment import split_sentences
 
 DOCUMENT_EXTENSIONS = (".txt", ".srt", ".vtt")
 SUBTITLE_EXTENSIONS = (".srt", ".vtt")
 
 __all__ = [
     "DOCUMENT_EXTENSIONS", "is_document", "split_sentences", "translate_document", "translate_subtitles",
-    "translate_file", "parse_subtitles", "write_atomic", "FolderRun", "translate_folder", "transcribe_folder",
+    "translate_file", "parse_subtitles", "FolderRun", "translate_folder", "transcribe_folder",
 ]
 
 
@@ -46,22 +46,6 @@ def is_document(path: str) -> bool:
 # --------------------------------------------------------------------------------------------
 # Plain-text documents
 # --------------------------------------------------------------------------------------------
-
-# A sentence ends at . ! ? … (then any closing quotes/brackets) before white space, or at a
-# full-width end mark or the Devanagari danda, which need no space after them.
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s)|[。！？।]+[\"'”’»)\]]*")
-
-
-def split_sentences(line: str) -> List[str]:
-    """``line`` cut into sentences (stripped, none empty).  Deliberately simple: a line that is one
-    paragraph becomes several inputs the model can handle, and a wrong cut only costs context."""
-    parts, start = [], 0
-    for m in _SENTENCE_END.finditer(line):
-        parts.append(line[start:m.end()])
-        start = m.end()
-    parts.append(line[start:])
-    return [s.strip() for s in parts if s.strip()]
-
 
 def translate_document(text: str, src_lang: str, tgt_lang: str, **kw) -> str:
     """Translate a plain-text document, keeping its layout: every line is translated sentence by
@@ -213,46 +197,6 @@ def translate_file(path: Union[str, os.PathLike], tgt_lang: str, src_lang: Optio
 # --------------------------------------------------------------------------------------------
 
 
-def write_atomic(path: Union[str, os.PathLike], content: str) -> Path:
-    """Write ``content`` to a temporary file beside ``path``, then rename it onto ``path``: a
-    reader (or a rerun after a kill) sees either no file or the whole of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; an output gets the usual mode
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _remove_stale_partials(folder: Path, name: str):
-    """Temporary files a killed run left for ``name`` (only ours: ``.NAME.*.partial``)."""
-    for p in folder.glob(f".{_glob_escape(name)}.*.partial"):
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
 @dataclass
 class FolderRun:
     """What a folder run did: outputs written, skipped (already there) and failed with reasons."""
@@ -326,8 +270,7 @@ def run_folder(
             if isinstance(content, Exception):
                 run.failed.append((f, " ".join(str(content).split()) or type(content).__name__))
             else:
-                _remove_stale_partials(o.parent, o.name)
-                write_atomic(o, content)
+                write_text_atomic(o, content)
                 run.done.append(o)
             bar.update(1)
     bar.close()
@@ -429,7 +372,7 @@ def cli_translate(args) -> int:
     if out is None:
         sys.stdout.write(content if content.endswith("\n") else content + "\n")
         return 0
-    write_atomic(out, content)
+    write_text_atomic(out, content)
     if not args.quiet:
         print(f"Wrote {out}.", file=sys.stderr, flush=True)
     return 0

@@ -275,7 +275,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
     try:
         try:
             os.chmod(tmp, (target.stat().st_mode & 0o7777) if target.exists() else 0o666 & ~_umask())
-            with os.fdopen(fd, mode, **({"encoding": encoding} if "b" not in mode else {})) as f:
+            with os.fdopen(fd, mode, **({"encoding": encoding, "newline": ""} if "b" not in mode else {})) as f:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())

@@ -16,7 +16,8 @@ import soundfile as sf
 import srt
 
 from seamless_mlx.api import transcribe, translate
-from seamless_mlx.documents import parse_subtitles, split_sentences, write_atomic
+from seamless_mlx.documents import parse_subtitles, split_sentences
+from seamless_mlx.fileio import write_text_atomic as write_atomic
 
 SR = 16000
 FAST = ["--max-new-tokens", "5"]
