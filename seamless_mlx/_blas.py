@@ -12,14 +12,14 @@ its PLT, so the library they resolve to can be chosen:
    already bound to the reference library (Python loads extensions with ``RTLD_NOW``), and
    :func:`ensure_fast` rebinds them: it loads the fast library and rewrites the GOT slots of
    ``libmlx.so`` that point into the reference BLAS/LAPACK with the fast library's functions.
-   The slots are plain words in a writable data page, rewritten once, atomically, before the
-   next call reads them; this is what the dynamic linker itself does on lazy binding.  Where
+   The slots are plain words in a data page (made writable for the store where full RELRO
+   protects it), each rewritten once, atomically; the dynamic linker does the same on lazy binding.  Where
    that is impossible (not an ELF64 little-endian build), importing seamless_mlx raises with
    the one-line fix instead of running 10-50x slower.
 
 MKL picks its threading layer at its first call.  With GNU OpenMP (``libgomp``, which torch
-loads) already in the process it takes its GNU layer, which runs MLX's products several times
-slower; forcing its Intel layer then is worse: MKL's ``omp_*`` calls bind to ``libgomp`` and
+loads) already in the process it takes its GNU layer, which ran MLX's products several times
+slower at times on a loaded machine (benchmarks/README.md); forcing its Intel layer then is worse: MKL's ``omp_*`` calls bind to ``libgomp`` and
 products come out doubled.  So the layer is fixed as soon as MKL is loaded: Intel OpenMP when no
 ``libgomp`` is loaded yet (a torch imported afterwards is fine), else sequential.  A
 ``MKL_THREADING_LAYER`` set by the user is left to MKL.
@@ -32,6 +32,7 @@ runs before ``mlx.core`` is imported.
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 import struct
@@ -160,6 +161,7 @@ def _mlx_objects():
     return [(p, bias) for p, bias in _loaded_objects() if os.path.realpath(p).startswith(root)]
 
 
+@functools.lru_cache(maxsize=None)
 def _got_slots(path):
     """``{symbol: [slot offsets]}`` for the pointer-sized import slots (GLOB_DAT, JUMP_SLOT) of a
     little-endian ELF64 shared object; ``None`` for any other file."""
