@@ -63,7 +63,8 @@ def main():
         for order in ORDERS:
             for name, tree in trees if r % 2 == 0 else trees[::-1]:
                 env = {**os.environ, "PYTHONPATH": tree}
-                out = subprocess.run([sys.executable, "-c", WORKER, order, args.model], env=env,
+                # cwd=tree: ``python -c`` puts the working folder first on sys.path
+                out = subprocess.run([sys.executable, "-c", WORKER, order, args.model], env=env, cwd=tree,
                                      capture_output=True, text=True)
                 line = out.stdout.strip().splitlines()[-1] if out.returncode == 0 else out.stderr.strip()[-300:]
                 print(json.dumps({"tree": name, **json.loads(line)}) if out.returncode == 0 else line, flush=True)
