@@ -359,7 +359,7 @@ def main():
                    help="frameworks for the task class vs SeamlessM4Tv2Model memory section")
     p.add_argument("--hugepages", action="store_true",
                    help="run every worker, transformers' too, with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent "
-                        "huge pages for malloc'd memory, as the seamless-mlx CLI does; Linux, glibc >= 2.35)")
+                        "huge pages for malloc'd memory; Linux, glibc >= 2.35)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
     p.add_argument("--baseline", default=None,
                    help="results JSON of an earlier run (same rows and checkpoint): its measurements are "

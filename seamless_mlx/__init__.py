@@ -9,7 +9,7 @@
 
 from . import _blas
 
-_blas.preload()  # must run before mlx.core is imported anywhere below
+_blas.preload()  # before mlx.core is imported anywhere below, so that MLX binds to the fast BLAS
 
 try:
     import mlx.core as _mx
@@ -37,7 +37,7 @@ from .api import Result, transcribe, translate  # noqa: E402
 
 __version__ = "0.1.0"
 
-_blas.warn_if_missing(_mx.default_device() == _mx.cpu)
+_blas.ensure_fast(_mx.default_device() == _mx.cpu)  # rebinds MLX's BLAS if mlx.core came first
 
 
 def load(path, model_class=None, dtype=None, cpu_routes=None):

@@ -1,32 +1,56 @@
-"""Pick the fastest BLAS for MLX's CPU backend on Linux, before ``mlx.core`` is imported.
+"""Give MLX's CPU backend on Linux a fast BLAS, whatever was imported first.
 
-The Linux ``mlx-cpu`` wheel ships a *reference* BLAS: fp32 GEMM ran at ~2.5 GFLOP/s and
-matrix-vector products at ~1.4 GB/s on our 2-core x86_64 machines, about 50x slower than torch.
-MLX resolves its ``cblas_*``/LAPACK symbols dynamically, so a faster library loaded with
-``RTLD_GLOBAL`` first takes their place:
+The Linux ``mlx-cpu`` wheel ships a *reference* BLAS/LAPACK (``mlx_cpu.libs/libblas-*.so``),
+10-50x slower than an optimised one.  ``libmlx.so`` calls ``cblas_sgemm`` and friends through
+its PLT, so the library they resolve to can be chosen:
 
-1. Intel MKL's single dynamic library (``pip install 'seamless-mlx[cpu]'``; GEMM ~150 GFLOP/s,
-   mat-vec at memory bandwidth);
-2. the system's OpenBLAS (``apt-get install libopenblas0``).
+1. before ``mlx.core`` is imported, :func:`preload` loads the fastest library found with
+   ``RTLD_GLOBAL``, which then wins symbol resolution: Intel MKL's single dynamic library
+   (``pip install 'seamless-mlx[cpu]'``), else the system's OpenBLAS (``apt-get install
+   libopenblas0``);
+2. when ``mlx.core`` came first (``import mlx.core as mx; import seamless_mlx``), its calls are
+   already bound to the reference library (Python loads extensions with ``RTLD_NOW``), and
+   :func:`ensure_fast` rebinds them: it loads the fast library and rewrites the GOT slots of
+   ``libmlx.so`` that point into the reference BLAS/LAPACK with the fast library's functions.
+   The slots are plain words in a data page (made writable for the store where full RELRO
+   protects it), each rewritten once, atomically; the dynamic linker does the same on lazy binding.  Where
+   that is impossible (not an ELF64 little-endian build), importing seamless_mlx raises with
+   the one-line fix instead of running 10-50x slower.
 
-``SEAMLESS_MLX_BLAS=off`` disables this; ``SEAMLESS_MLX_BLAS=/path/to/lib.so`` forces a library.
-Nothing happens on macOS (Accelerate).  When ``mlx.core`` was imported before us its BLAS symbols
-are already bound (Python loads extensions with ``RTLD_NOW``; a library loaded later is not
-used), so then we only warn, with the two ways out: import seamless_mlx first, or ``LD_PRELOAD``.
+MKL picks its threading layer at its first call.  With GNU OpenMP (``libgomp``, which torch
+loads) already in the process it takes its GNU layer, which ran MLX's products several times
+slower at times on a loaded machine (benchmarks/README.md); forcing its Intel layer then is worse: MKL's ``omp_*`` calls bind to ``libgomp`` and
+products come out doubled.  So the layer is fixed as soon as MKL is loaded: Intel OpenMP when no
+``libgomp`` is loaded yet (a torch imported afterwards is fine), else sequential.  A
+``MKL_THREADING_LAYER`` set by the user is left to MKL.
+
+``SEAMLESS_MLX_BLAS=off`` disables all of this; ``SEAMLESS_MLX_BLAS=/path/to/lib.so`` forces a
+library.  Nothing happens off Linux (macOS has Accelerate).  Standard library only: this module
+runs before ``mlx.core`` is imported.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
+import struct
 import sys
 import sysconfig
 import warnings
 
-loaded = None  # path of the BLAS we loaded, or None
-missing = False  # looked for one and found none
-too_late = None  # a fast BLAS we could have loaded, had mlx.core not been imported first
+loaded = None  # path of the fast BLAS this module loaded, or None
+_handle = None  # its ctypes.CDLL
+rebound = 0  # GOT slots of libmlx rewritten because mlx.core was imported first
+
+MKL_THREADING = {"INTEL": 0, "SEQUENTIAL": 1, "PGI": 2, "GNU": 3, "TBB": 4}  # mkl_service.h
+_REFERENCE_PREFIXES = ("libblas", "libcblas", "liblapack")  # the netlib libraries the wheel bundles
+_SLOT_RELOCATIONS = {62: (6, 7), 183: (1025, 1026)}  # e_machine -> GLOB_DAT, JUMP_SLOT (x86_64, aarch64)
+
+
+def _disabled() -> bool:
+    return os.environ.get("SEAMLESS_MLX_BLAS", "").strip().lower() in ("off", "0", "none", "false")
 
 
 def _candidates():
@@ -50,57 +74,223 @@ def _candidates():
     return mkl + openblas
 
 
-def _fast_blas_mapped() -> bool:
-    """Whether MKL or an OpenBLAS with plain ``cblas_*`` names is in this process already (say,
-    through ``LD_PRELOAD``).  numpy's ``libscipy_openblas`` has prefixed names and does not count."""
-    try:
-        with open("/proc/self/maps") as f:
-            maps = f.read()
-    except OSError:
-        return False
-    return "libmkl_rt" in maps or "/libopenblas" in maps
+def _load_fast():
+    """Load the first candidate library with ``RTLD_GLOBAL``; return its handle or None."""
+    global loaded, _handle
+    for path in _candidates():
+        try:
+            lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        loaded, _handle = path, lib
+        _pin_mkl_threading(lib)
+        return lib
+    return None
+
+
+def _pin_mkl_threading(lib) -> None:
+    """Fix MKL's threading layer now, before anything else can load an OpenMP runtime: Intel's
+    OpenMP, or no threads when GNU OpenMP (torch's ``libgomp``) is in the process already (see
+    the module docstring).  ``MKL_THREADING_LAYER`` set by the user is left to MKL."""
+    if not hasattr(lib, "MKL_Set_Threading_Layer"):
+        return
+    if not os.environ.get("MKL_THREADING_LAYER"):
+        gnu_openmp = any(os.path.basename(path).startswith("libgomp") for path, _ in _loaded_objects())
+        lib.MKL_Set_Threading_Layer(MKL_THREADING["SEQUENTIAL" if gnu_openmp else "INTEL"])
+    lib.MKL_Get_Max_Threads()  # loads the layer (and its OpenMP) now, not at the first product
 
 
 def preload() -> None:
-    global loaded, missing, too_late
-    if not sys.platform.startswith("linux"):
-        return
-    if os.environ.get("SEAMLESS_MLX_BLAS", "").strip().lower() in ("off", "0", "none", "false"):
-        return
-    if "mlx.core" in sys.modules:
-        if not _fast_blas_mapped():
-            too_late = next((p for p in _candidates() if os.path.exists(p)), None)
-            missing = too_late is None  # nothing to load either: the install hint
-        return
-    for path in _candidates():
-        try:
-            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-        except OSError:
-            continue
-        loaded = path
-        return
-    missing = True
+    """Before ``mlx.core`` is imported: load the fastest BLAS found so that MLX binds to it."""
+    if sys.platform.startswith("linux") and not _disabled() and "mlx.core" not in sys.modules:
+        _load_fast()
 
 
-def warn_if_missing(on_cpu: bool) -> None:
-    """Once ``mlx.core`` is imported: warn when the CPU runs the models on the reference BLAS (not
-    where a GPU backend, CUDA's, is the default device: its CPU BLAS hardly matters)."""
-    global missing, too_late
-    if on_cpu and too_late:
-        path, too_late = too_late, None
-        warnings.warn(
-            "seamless-mlx: mlx.core was imported before seamless_mlx, so MLX is bound to its reference "
-            "BLAS and CPU inference will be ~50x slower. Import seamless_mlx before mlx, or start "
-            f"Python with LD_PRELOAD={path}",
-            RuntimeWarning,
-            stacklevel=2,
+# --- rebinding after the fact ------------------------------------------------------------------
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+
+class _PhdrInfo(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_size_t), ("name", ctypes.c_char_p)]  # the leading fields suffice
+
+
+_libc = None
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return _libc
+
+
+def _owner(address: int) -> str:
+    """Path of the loaded object that holds ``address`` ('' when none does)."""
+    info = _DlInfo()
+    if address and _c().dladdr(ctypes.c_void_p(address), ctypes.byref(info)) and info.fname:
+        return os.fsdecode(info.fname)
+    return ""
+
+
+def _loaded_objects():
+    """``[(path, load bias)]`` of every object loaded in the process."""
+    found = []
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_PhdrInfo), ctypes.c_size_t, ctypes.c_void_p)
+
+    def visit(info, _size, _data):
+        if info.contents.name:
+            found.append((os.fsdecode(info.contents.name), info.contents.addr))
+        return 0
+
+    _c().dl_iterate_phdr(callback_type(visit), None)
+    return found
+
+
+def _mlx_objects():
+    """``[(path, load bias)]`` of the shared objects of the imported ``mlx`` package."""
+    core = getattr(sys.modules.get("mlx.core"), "__file__", None)
+    if not core:
+        return []
+    root = os.path.dirname(os.path.realpath(core)) + os.sep
+    return [(p, bias) for p, bias in _loaded_objects() if os.path.realpath(p).startswith(root)]
+
+
+@functools.lru_cache(maxsize=None)
+def _got_slots(path):
+    """``{symbol: [slot offsets]}`` for the pointer-sized import slots (GLOB_DAT, JUMP_SLOT) of a
+    little-endian ELF64 shared object; ``None`` for any other file."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            return None
+        kinds = _SLOT_RELOCATIONS.get(struct.unpack_from("<H", head, 18)[0])
+        if kinds is None:
+            return None
+        shoff = struct.unpack_from("<Q", head, 40)[0]
+        shentsize, shnum = struct.unpack_from("<HH", head, 58)
+        f.seek(shoff)
+        raw = f.read(shentsize * shnum)
+        # (sh_type, sh_offset, sh_size, sh_link) of each section header
+        sections = [struct.unpack_from("<4xI16xQQI", raw, i * shentsize) for i in range(shnum)]
+
+        def body(section):
+            f.seek(section[1])
+            return f.read(section[2])
+
+        slots = {}
+        for section in sections:
+            kind, link = section[0], section[3]
+            if kind != 4 or link >= shnum or sections[link][0] != 11:  # SHT_RELA against SHT_DYNSYM
+                continue
+            dynsym = sections[link]
+            symbols, names, relocations = body(dynsym), body(sections[dynsym[3]]), body(section)
+            for at in range(0, len(relocations) - 23, 24):
+                offset, info = struct.unpack_from("<QQ", relocations, at)
+                if info & 0xFFFFFFFF not in kinds:
+                    continue
+                start = struct.unpack_from("<I", symbols, (info >> 32) * 24)[0]
+                name = names[start:names.index(b"\0", start)].decode("ascii", "replace")
+                slots.setdefault(name, []).append(offset)
+        return slots
+
+
+def _write_word(address: int, value: int) -> None:
+    """Store one pointer at ``address``, lifting a read-only (full RELRO) page's protection for
+    the store and putting it back after."""
+    word = ctypes.c_size_t.from_address(address)
+    if _writable(address):
+        word.value = value
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    base = address - address % page
+    libc = _c()
+    if libc.mprotect(base, page, 3) != 0:  # PROT_READ | PROT_WRITE
+        raise OSError(ctypes.get_errno(), "mprotect failed on MLX's GOT")
+    word.value = value
+    libc.mprotect(base, page, 1)  # PROT_READ
+
+
+def _writable(address: int) -> bool:
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= address < hi:
+                return "w" in perms
+    return False
+
+
+def bound_library(symbol: str = "cblas_sgemm") -> str:
+    """Path of the library MLX's ``symbol`` calls go to now ('' when unknown): how tests and
+    :func:`ensure_fast` see which BLAS MLX runs on."""
+    for path, bias in _mlx_objects():
+        slots = _got_slots(path) or {}
+        for offset in slots.get(symbol, []):
+            return _owner(ctypes.c_size_t.from_address(bias + offset).value)
+    return ""
+
+
+def _is_reference(path: str) -> bool:
+    return os.path.basename(path).startswith(_REFERENCE_PREFIXES)
+
+
+def rebind(lib) -> int:
+    """Point every slot of MLX's shared objects that is bound to the reference BLAS/LAPACK at the
+    same function of ``lib`` (a loaded ``ctypes.CDLL``); return how many slots were rewritten."""
+    count = 0
+    for path, bias in _mlx_objects():
+        for name, offsets in (_got_slots(path) or {}).items():
+            for offset in offsets:
+                slot = bias + offset
+                if not _is_reference(_owner(ctypes.c_size_t.from_address(slot).value)):
+                    continue
+                try:
+                    target = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                except AttributeError:  # not in the fast library: keep the reference one
+                    continue
+                _write_word(slot, target)
+                count += 1
+    return count
+
+
+def ensure_fast(on_cpu: bool) -> None:
+    """Once ``mlx.core`` is imported: make sure MLX's CPU BLAS is the fast one.
+
+    When MLX is still bound to its reference BLAS (``mlx.core`` was imported before this package),
+    rebind its BLAS/LAPACK calls to the fast library (see the module docstring); if that fails
+    and the CPU is the default device, raise ``ImportError`` with the fix.  When no fast library
+    is installed at all, warn with the install hint (only on the CPU: with a GPU as the default
+    device the CPU BLAS hardly matters).
+    """
+    global rebound
+    if not sys.platform.startswith("linux") or _disabled() or not _is_reference(bound_library()):
+        return  # not Linux, switched off, or fast already (preloaded in time, LD_PRELOAD)
+    lib = _handle if loaded else _load_fast()
+    if lib is None:
+        if on_cpu:
+            _warn_missing()
+        return
+    try:
+        rebound = rebind(lib)
+    except OSError:
+        rebound = 0
+    if on_cpu and _is_reference(bound_library()):
+        raise ImportError(
+            f"seamless-mlx: MLX's CPU BLAS could not be switched to {loaded} (CPU inference would be ~50x "
+            f"slower). Import seamless_mlx before mlx.core, or start Python with LD_PRELOAD={loaded}"
         )
-    if not missing or not on_cpu:
-        return
-    missing = False
+
+
+def _warn_missing() -> None:
     warnings.warn(
         "seamless-mlx: only MLX's reference BLAS was found; CPU inference will be ~50x slower. "
         "Install Intel MKL with `pip install 'seamless-mlx[cpu]'` (or `apt-get install libopenblas0`).",
         RuntimeWarning,
-        stacklevel=2,
+        stacklevel=3,
     )

@@ -28,52 +28,6 @@ TEXT_FORMATS = (".txt", ".srt", ".vtt", ".json")
 AUDIO_FORMATS = (".wav", ".flac")
 
 
-# Transparent huge pages for the weights (Linux, glibc >= 2.35, THP in "madvise" mode, the common
-# default): with ``glibc.malloc.hugetlb=1`` malloc marks its large mappings MADV_HUGEPAGE, so the
-# model's weights sit in 2 MB pages.  Measured on our 2-core VM (v2-large, 7 alternating process
-# pairs): decoding step 227 -> 212 ms; speech encoder on 10 s 8.4 -> 8.0 s; load time unchanged.
-# glibc reads its tunables at process start, so the CLI re-executes itself once with the tunable.
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
-
-
-def huge_pages_env(environ=None):
-    """The environment to re-execute with for huge pages, or None when there is nothing to gain:
-    not Linux/glibc >= 2.35, THP not in "madvise" mode ("always" has them already, "never" cannot),
-    the tunable already set, or ``SEAMLESS_MLX_HUGEPAGES=0``."""
-    import platform
-
-    environ = dict(os.environ if environ is None else environ)
-    tunables = environ.get("GLIBC_TUNABLES", "")
-    if not sys.platform.startswith("linux") or "glibc.malloc.hugetlb" in tunables:
-        return None
-    if environ.get("SEAMLESS_MLX_HUGEPAGES", "").strip().lower() in ("0", "off", "false", "no"):
-        return None
-    libc, version = platform.libc_ver()
-    try:
-        if libc != "glibc" or tuple(int(v) for v in version.split(".")[:2]) < (2, 35):
-            return None
-        with open(THP_MODE_FILE) as f:
-            if "[madvise]" not in f.read():
-                return None
-    except (OSError, ValueError):
-        return None
-    environ["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE
-    return environ
-
-
-def _reexec_with_huge_pages(argv) -> None:
-    """Replace this process by the same command (as ``python -m seamless_mlx.cli``, which serves
-    the console script too) with :func:`huge_pages_env`, when it has something to gain; otherwise
-    return."""
-    env = huge_pages_env()
-    if env is None or not sys.executable:
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "seamless_mlx.cli", *argv], env)
-
-
 class UsageError(ValueError):
     """Bad command-line input, reported as one line with exit code 2."""
 
@@ -415,8 +369,6 @@ def _error(msg: str, code: int) -> int:
 def main(argv=None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if from_command_line and argv and argv[0] in ("translate", "transcribe"):
-        _reexec_with_huge_pages(argv)
     if from_command_line:  # SIGTERM unwinds like Ctrl-C: temporary files are removed, exit 143
         exit_on_sigterm(f"{PROG}: terminated.")
     if argv and argv[0] == "convert":
