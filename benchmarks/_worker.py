@@ -123,7 +123,7 @@ def _mlx_import():
     import seamless_mlx as sm  # first: preloads the fast BLAS before mlx.core
 
     import mlx.core as mx
-    from seamless_mlx import _blas
+    from seamless_mlx.cpu import blas as _blas
 
     return sm, mx, _blas
 

@@ -108,7 +108,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--hifigan", action="store_true")
     args = parser.parse_args()
-    print(f"device {mx.default_device()}, BLAS {seamless_mlx._blas.loaded or 'bundled'}")
+    print(f"device {mx.default_device()}, BLAS {seamless_mlx.cpu.blas.loaded or 'bundled'}")
     references = [bench_dilated(args.repeats), bench_transposed(args.repeats)]
     if args.hifigan:
         bench_hifigan(args.repeats)

@@ -7,17 +7,8 @@
 >>> processor.decode(out[0].tolist()[0], skip_special_tokens=True)
 """
 
-from . import _blas
-
-_blas.preload()  # before mlx.core is imported anywhere below, so that MLX binds to the fast BLAS
-
-try:
-    import mlx.core as _mx
-except ImportError as _e:  # Linux: the mlx package without a backend wheel
-    raise ImportError(
-        f"seamless-mlx: MLX could not load its backend ({_e}). On Linux install one: "
-        "pip install 'seamless-mlx[cpu]' (CPU, with Intel MKL on x86_64) or 'seamless-mlx[cuda]' (NVIDIA GPU)."
-    ) from _e
+from . import cpu  # first: cpu/blas.py loads a fast BLAS before anything imports mlx.core
+from .cpu import mx as _mx
 
 from .config import GenerationConfig, ModelConfig  # noqa: E402
 from .features import SeamlessM4TFeatureExtractor  # noqa: E402
@@ -37,7 +28,7 @@ from .api import Result, transcribe, translate  # noqa: E402
 
 __version__ = "0.1.0"
 
-_blas.ensure_fast(_mx.default_device() == _mx.cpu)  # rebinds MLX's BLAS if mlx.core came first
+cpu.blas.ensure_fast(_mx.default_device() == _mx.cpu)  # rebinds MLX's BLAS if mlx.core came first
 
 
 def load(path, model_class=None, dtype=None, cpu_routes=None):

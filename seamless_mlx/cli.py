@@ -17,11 +17,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
-from .api import DEFAULT_MODEL
+from . import api, server
+from .api import DEFAULT_MODEL, Result, looks_like_audio_path, looks_like_file_name
+from .audio import load_audio
+from .config import GenerationConfig
+from .convert import main as convert_main
+from .documents import cli_transcribe, cli_translate, is_document
+from .features import check_speech_length
 from .fileio import WriteError, check_output_path, exit_on_sigterm, write_text_atomic
+from .loading import CheckpointError
+from .processor import SeamlessM4TProcessor
 
 PROG = "seamless-mlx"
 TEXT_FORMATS = (".txt", ".srt", ".vtt", ".json")
@@ -136,9 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: %(default)s)")
     lg.add_argument("--verbose", "-v", action="store_true")
 
-    from .server import add_arguments as add_serve_arguments
 
-    add_serve_arguments(sub.add_parser("serve", help="HTTP server for OpenAI-audio and LibreTranslate clients, "
+    server.add_arguments(sub.add_parser("serve", help="HTTP server for OpenAI-audio and LibreTranslate clients, "
                                                      "with a web page (needs the [server] extra)"))
     return parser
 
@@ -166,21 +174,15 @@ def _streamer(enabled: bool):
 def _preload(args, task: str) -> float:
     """Find (or convert, once, into the cache) the model folder, honouring --quiet; with --verbose
     also load the model up front (it stays cached for the run) and say where from and how long."""
-    import time
-
-    from .api import get_model, model_folder
-
     t0 = time.time()
-    folder = model_folder(args.model, args.quantize, quiet=args.quiet)
+    folder = api.model_folder(args.model, args.quantize, quiet=args.quiet)
     if args.verbose:
-        get_model(args.model, task, args.quantize)
+        api.get_model(args.model, task, args.quantize)
         print(f"Loaded {task} model from {folder} in {time.time() - t0:.1f} s.", file=sys.stderr, flush=True)
     return time.time()
 
 
 def _report_time(args, t0: float, result):
-    import time
-
     if args.verbose:
         n = len(result.segments)
         print(f"Generated in {time.time() - t0:.1f} s ({n} segment{'s' if n != 1 else ''}).",
@@ -199,9 +201,6 @@ def _decode_utf8(data: bytes, what: str) -> str:
 
 
 def cmd_translate(args) -> int:
-    from .api import looks_like_audio_path, looks_like_file_name, translate
-    from .documents import cli_translate, is_document
-
     if args.input != "-" and (os.path.isdir(args.input) or is_document(args.input)):
         return cli_translate(args)  # a .txt/.srt/.vtt document or a folder
     log = _progress(args)
@@ -238,14 +237,12 @@ def cmd_translate(args) -> int:
     # Text appears as it is decoded on a terminal (it is then its own progress display: no bar
     # over the segments, which would garble the same screen); piped output is printed at the end.
     if is_audio:  # read it now: a missing/corrupt/too short file is reported before any model is loaded
-        from .audio import load_audio
-        from .features import check_speech_length
 
         source = check_speech_length(load_audio(source), repr(args.input))
     stream = not speech and sys.stdout.isatty() and (out is None or ext not in TEXT_FORMATS)
     task = ("s2" if is_audio else "t2") + ("st" if speech else "tt")
     t0 = _preload(args, task)
-    result = translate(
+    result = api.translate(
         source, tgt_lang=args.tgt_lang, src_lang=args.src_lang, speech=speech, model=args.model,
         speaker_id=args.speaker_id, num_beams=args.num_beams, preset=args.preset,
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
@@ -267,9 +264,6 @@ def cmd_translate(args) -> int:
 
 
 def cmd_transcribe(args) -> int:
-    from .api import Result, transcribe
-    from .documents import cli_transcribe
-
     if os.path.isdir(args.audio):
         return cli_transcribe(args)  # a folder of recordings
     log = _progress(args)
@@ -280,14 +274,12 @@ def cmd_transcribe(args) -> int:
     fmt = args.format or (out.suffix.lower().lstrip(".") if out is not None else "txt")
     if out is not None:
         check_output_path(out, overwrite=args.overwrite, inputs=[args.audio])
-    from .audio import load_audio
-    from .features import check_speech_length
 
     # a missing/corrupt/too short file is reported before any model is loaded
     audio = check_speech_length(load_audio(args.audio), repr(args.audio))
     stream = fmt == "txt" and out is None and sys.stdout.isatty()
     t0 = _preload(args, "s2tt")
-    result = transcribe(
+    result = api.transcribe(
         audio, lang=args.lang, model=args.model, num_beams=args.num_beams, preset=args.preset,
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
         progress=not args.quiet and not stream, quantize=args.quantize,
@@ -312,11 +304,7 @@ def cmd_transcribe(args) -> int:
 
 
 def cmd_languages(args) -> int:
-    from .api import model_folder
-    from .config import GenerationConfig
-    from .processor import SeamlessM4TProcessor
-
-    folder = model_folder(args.model, convert_if_needed=False)
+    folder = api.model_folder(args.model, convert_if_needed=False)
     gen = GenerationConfig.from_pretrained(folder)
     try:
         text_in = set(SeamlessM4TProcessor.from_pretrained(folder).tokenizer.supported_languages)
@@ -350,8 +338,6 @@ def _one_line(msg: str) -> str:
 
 
 def _hint(e: BaseException) -> str:
-    from .loading import CheckpointError
-
     msg = _one_line(e)
     if isinstance(e, CheckpointError):
         if "--model" not in msg:
@@ -372,8 +358,6 @@ def main(argv=None) -> int:
     if from_command_line:  # SIGTERM unwinds like Ctrl-C: temporary files are removed, exit 143
         exit_on_sigterm(f"{PROG}: terminated.")
     if argv and argv[0] == "convert":
-        from .convert import main as convert_main
-
         return convert_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -389,9 +373,7 @@ def main(argv=None) -> int:
         if args.command == "languages":
             return cmd_languages(args)
         if args.command == "serve":
-            from .server import serve
-
-            return serve(args)
+            return server.serve(args)
         parser.error(f"unknown command {args.command!r}")
     except KeyboardInterrupt:
         return _error("interrupted.", 130)

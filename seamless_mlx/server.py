@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
+from .audio import load_audio
 
 INSTALL_HINT = 'pip install "seamless-mlx[server]"'
 STATIC = Path(__file__).with_name("static")
@@ -320,8 +321,6 @@ def decode_upload(data: bytes, limits: Limits, param: str = "file") -> np.ndarra
     Decoded from memory: no temporary file, so no client-supplied name ever reaches the disk.
     """
     import soundfile as sf
-
-    from .audio import load_audio
 
     if not data:
         raise ApiError(400, f"the uploaded '{param}' is empty; send an audio file (WAV, FLAC, OGG, MP3).", param=param)

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-import seamless_mlx  # noqa: F401  (before any test imports mlx.core: it picks MLX's CPU BLAS, see _blas)
+import seamless_mlx  # noqa: F401  (before any test imports mlx.core: it picks MLX's CPU BLAS, see seamless_mlx/cpu/blas.py)
 
 sys.path.insert(0, os.path.dirname(__file__))
 

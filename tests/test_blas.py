@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from seamless_mlx import _blas
+from seamless_mlx.cpu import blas as _blas
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not _blas._candidates(), reason="Linux with MKL or OpenBLAS installed"
@@ -25,7 +25,7 @@ for name in sys.argv[1].split(","):
     importlib.import_module(name)
 import mlx.core as mx
 import numpy as np
-from seamless_mlx import _blas
+from seamless_mlx.cpu import blas as _blas
 
 a, b = np.random.default_rng(0).standard_normal((2, 512, 512), dtype=np.float32)
 x, y = mx.array(a), mx.array(b)
@@ -111,7 +111,7 @@ def test_without_a_fast_blas_the_warning_names_the_install():
 
 
 def test_switched_off_leaves_mlx_on_its_own_blas():
-    code = "import seamless_mlx; from seamless_mlx import _blas; print(_blas.bound_library())"
+    code = "import seamless_mlx; from seamless_mlx.cpu import blas as _blas; print(_blas.bound_library())"
     proc = _run(code, SEAMLESS_MLX_BLAS="off")
     assert proc.returncode == 0, proc.stderr
     assert os.path.basename(proc.stdout.strip()).startswith("libblas")

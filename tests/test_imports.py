@@ -6,14 +6,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "seamless_mlx"
 
-# TEMPORARY: cli.py's function-local imports, older than this test.  Its tests replace api
-# functions (``monkeypatch.setattr(api, "translate", ...)``) through them, so hoisting them means
-# calling ``api.translate(...)`` in cli.py, which other branches are editing; done at the merge.
-CLI_LOCAL_IMPORTS = {
-    ("seamless_mlx.cli", target)
-    for target in ("seamless_mlx.api", "seamless_mlx.audio", "seamless_mlx.config", "seamless_mlx.processor",
-                   "seamless_mlx.loading", "seamless_mlx.convert")
-}
 
 
 def module_name(path: Path) -> str:
@@ -120,7 +112,7 @@ def test_no_function_local_import_of_a_package_module():
         for name, targets in graph().items()
         for target, places in targets.items()
         for line, in_function in places
-        if in_function and (name, target) not in CLI_LOCAL_IMPORTS
+        if in_function
     ]
     assert not local, "import at the top of the module instead:\n" + "\n".join(local)
 

@@ -432,13 +432,19 @@ def small(mlx_model, env, tmp_path_factory):
 def long_wav(tmp_path_factory):
     from test_cli import recording_60s
 
-    p = tmp_path_factory.mktemp("long") / "long.wav"
-    recording_60s(p)
+    # five minutes: long enough that the one worker is still busy with it after the 1 s head start
+    folder = tmp_path_factory.mktemp("long")
+    parts = []
+    for seed in range(5):
+        recording_60s(folder / f"part{seed}.wav", seed=seed)
+        parts.append(sf.read(folder / f"part{seed}.wav", dtype="float32")[0])
+    p = folder / "long.wav"
+    sf.write(p, np.concatenate(parts), 16000)
     return p
 
 
 def slow_request(server, long_wav):
-    """Start a 60 s transcription (a few seconds of work) in a thread; returns (thread, result dict)."""
+    """Start a 5-minute transcription in a thread; returns (thread, result dict)."""
     out = {}
 
     def go():
@@ -460,10 +466,14 @@ def test_cors_origin_is_allowed_when_given(small):
 
 def test_full_queue_is_503_with_retry_after(small, long_wav):
     t, out = slow_request(small, long_wav)
-    r = httpx.post(small.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr"})
+    refused = None
+    while t.is_alive() and refused is None:  # asked again until the slow request holds the one place
+        r = httpx.post(small.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr"})
+        refused = r if r.status_code == 503 else None
     t.join()
     assert out["response"].status_code == 200
-    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "--max-queue" in r.json()["error"]
+    assert refused is not None, "no request was refused while the queue of one was taken"
+    assert refused.headers["retry-after"] == "1" and "--max-queue" in refused.json()["error"]
 
 
 def test_sigterm_finishes_in_flight_requests_and_exits_0(small, long_wav, api):

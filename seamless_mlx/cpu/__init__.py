@@ -11,18 +11,28 @@ keeps the plain modules.
 Modules: :mod:`.tuning` (every threshold), :mod:`.streams` (work split over CPU streams),
 :mod:`.ops` (polynomial ``exp`` and what is built on it, layer norm, attention),
 :mod:`.linear` (products), :mod:`.conv` (convolutions as GEMMs), :mod:`.attention`,
-:mod:`.blocks` (sub-model blocks).
+:mod:`.blocks` (sub-model blocks), :mod:`.blas` (the fast BLAS under MLX, loaded first).
 """
 
 from __future__ import annotations
 
 import os
 
-import mlx.core as mx
-import mlx.nn as nn
+from . import blas
 
-from .. import layers, quantize, speech_encoder, t2u, vocoder
-from . import attention, blocks, conv, linear, ops
+blas.preload()  # before mlx.core is imported anywhere, so that MLX binds to the fast BLAS
+
+try:
+    import mlx.core as mx  # noqa: E402
+except ImportError as e:  # Linux: the mlx package without a backend wheel
+    raise ImportError(
+        f"seamless-mlx: MLX could not load its backend ({e}). On Linux install one: "
+        "pip install 'seamless-mlx[cpu]' (CPU, with Intel MKL on x86_64) or 'seamless-mlx[cuda]' (NVIDIA GPU)."
+    ) from e
+import mlx.nn as nn  # noqa: E402
+
+from .. import layers, quantize, speech_encoder, t2u, vocoder  # noqa: E402
+from . import attention, blocks, conv, linear, ops  # noqa: E402
 
 # plain class -> its CPU subclass (exact classes only: a user's own subclass is left alone)
 SWAPS = {
