@@ -55,7 +55,7 @@ from .convert import convert
 from .features import check_speech_length
 from .fileio import check_output_path, target_lock, write_text_atomic
 from .generate import check_target, stream_generate
-from .loading import CheckpointError, is_converted, resolve
+from .loading import CheckpointError, is_converted, is_hub_id, resolve
 from .processor import SeamlessM4TProcessor
 from .segment import DEFAULT_MAX_CHARS, split_on_pauses, split_sentences
 
@@ -188,17 +188,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("SEAMLESS_MLX_CACHE") or Path.home() / ".cache" / "seamless-mlx").expanduser()
 
 
-def _is_hub_id(model_id: str) -> bool:
-    return (
-        model_id.count("/") == 1
-        and not model_id.startswith((".", "/", "~"))
-        and not Path(os.path.expanduser(model_id)).exists()
-    )
-
-
 def cached_folder_name(model_id: str, quantize: Optional[int] = None) -> str:
     """Name of the converted folder in the cache: the repo name for hub ids, name + path hash for folders."""
-    if _is_hub_id(model_id):
+    if is_hub_id(model_id):
         name = model_id.split("/")[-1]
     else:
         p = Path(os.path.expanduser(model_id)).resolve()
@@ -221,7 +213,7 @@ def model_folder(
     model_id = str(model_id)
     if quantize not in (None, 4, 8):
         raise ValueError(f"quantize must be 4 or 8 (bits), got {quantize!r}")
-    if not _is_hub_id(model_id):
+    if not is_hub_id(model_id):
         src = resolve(model_id)
         if not (src / "config.json").exists():
             raise CheckpointError(f"{src} has no config.json: it is not a SeamlessM4T-v2 model folder.")

@@ -50,6 +50,16 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, incomplete or corrupt."""
 
 
+def is_hub_id(model_id) -> bool:
+    """Whether ``model_id`` names a hub repo (``org/name``) rather than a local folder."""
+    model_id = str(model_id)
+    return (
+        model_id.count("/") == 1
+        and not model_id.startswith((".", "/", "~"))
+        and not Path(os.path.expanduser(model_id)).exists()
+    )
+
+
 def resolve(path_or_repo) -> Path:
     """A local folder as is; otherwise a hub repo id downloaded with ``snapshot_download``."""
     p = Path(os.path.expanduser(str(path_or_repo)))
@@ -57,7 +67,7 @@ def resolve(path_or_repo) -> Path:
         if not p.is_dir():
             raise CheckpointError(f"{p} is a file; pass the model folder that contains config.json.")
         return p
-    if str(path_or_repo).count("/") != 1 or str(path_or_repo).startswith((".", "/", "~")):
+    if not is_hub_id(path_or_repo):
         raise CheckpointError(f"No model folder at {path_or_repo!r}.")
     try:
         from huggingface_hub import snapshot_download
