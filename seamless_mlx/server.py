@@ -39,6 +39,7 @@ import numpy as np
 
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
 from .audio import load_audio
+from .segment import DEFAULT_MAX_CHARS
 
 INSTALL_HINT = 'pip install "seamless-mlx[server]"'
 STATIC = Path(__file__).with_name("static")
@@ -609,7 +610,9 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
                            param="q", code="text_too_long")
 
         async def one(t: str) -> Tuple[str, int]:
-            if "\n" in t.strip():  # several lines keep their layout: the library translates line by line
+            if "\n" in t.strip() or len(t.strip()) > DEFAULT_MAX_CHARS:
+                # several lines keep their layout, and a long line is cut at sentence ends: the
+                # library's own text path (api.translate) does both, as for the command line
                 return (await run(lambda: engine.translate(t, tgt, src))).text, 1
             return await run(batch_key=("t2tt", src, tgt), text=t.strip())
 

@@ -236,6 +236,14 @@ def test_translate_keeps_lines_like_api(http, api):
     assert r.json()["translatedText"] == api(text, "fra", "eng").text
 
 
+def test_a_long_line_is_cut_at_sentences_like_api(http, api):
+    line = " ".join(f"This is sentence number {i}, which says a little more." for i in range(12))  # > 400 chars
+    r = http.post("/translate", json={"q": line, "source": "en", "target": "fr"})
+    want = api(line, "fra", "eng")
+    assert len(want.segments) == 12  # the library's path: one piece per sentence
+    assert r.json()["translatedText"] == want.text
+
+
 def test_batched_generate_equals_one_at_a_time(mlx_model, api):
     from seamless_mlx.api import get_model
     from seamless_mlx.server import translate_texts
