@@ -494,7 +494,7 @@ def translate(
             raise ValueError("on_text streams one source; pass a single source, or drop on_text for a list.")
         decoding = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
         return _translate_list(list(source), tgt_lang, src_lang, speech, str(model), speaker_id, preset, decoding,
-                               max_segment_s, progress, quantize, sampling_rate, batch_size)
+                               max_segment_s, progress, quantize, sampling_rate, batch_size, max_chars)
     if not isinstance(tgt_lang, str) or not tgt_lang:
         raise ValueError("tgt_lang is required, e.g. tgt_lang='fra'.")
     audio = _as_audio(source, sampling_rate)
@@ -655,9 +655,10 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
 
 
 def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, preset, decoding, max_segment_s,
-                    progress, quantize, sampling_rate, batch_size) -> List[Result]:
+                    progress, quantize, sampling_rate, batch_size, max_chars=DEFAULT_MAX_CHARS) -> List[Result]:
     """``translate`` of each source, in padded batches: each source is cut into jobs exactly as
-    alone (text lines, recording pieces), the jobs of a window of sources run together."""
+    alone (text lines and their sentences, recording pieces), the jobs of a window of sources run
+    together."""
     n = len(sources)
     tgts, srcs = ([*v] if isinstance(v, (list, tuple)) else [v] * n for v in (tgt_lang, src_lang))
     if len(tgts) != n or len(srcs) != n:
@@ -671,7 +672,7 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
     window = max(4 * int(batch_size), 64)  # bounds the features held in memory at once
     for w0 in range(0, n, window):
         jobs: List[Job] = []
-        plans: Dict[int, Any] = {}  # item -> (is_text, [(job index or None, start, end)]) or an exception
+        plans: Dict[int, Any] = {}  # item -> (parts, text lines or None, joiner) or its exception
         for i in range(w0, min(n, w0 + window)):
             try:
                 audio = _as_audio(sources[i], sampling_rate)
@@ -681,27 +682,29 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
                     raise ValueError("src_lang is required for text input (e.g. src_lang='eng').")
                 m, proc = get_model(model, ("s2" if audio is not None else "t2") + ("st" if speech else "tt"), quantize)
                 tgt = _check_request(m, tgts[i], speech, speaker_id)
+                _check_max_new_tokens(decoding["max_new_tokens"], m.config)
+                dec = dict(decoding, limit=max_new_tokens_limit(m.config))
                 base = dict(model=m, processor=proc, tgt_lang=tgt, speech=speech, speaker_id=speaker_id)
                 parts = []
-                if audio is None:
+                if audio is None:  # parts: (job, line, 0), as _translate_text cuts the text
                     src = _match_lang(srcs[i], proc.tokenizer.supported_languages or [srcs[i]]) or srcs[i]
-                    for line in sources[i].strip("\n").split("\n"):
-                        if not line.strip():
-                            parts.append((None, 0, 0))
-                            continue
-                        length = len(proc(text=line.strip(), src_lang=src)["input_ids"])
-                        jobs.append(Job(**base, text=line.strip(), src_lang=src, length=length,
-                                        gen_kwargs=generation_kwargs(preset, length, **decoding)))
-                        parts.append((len(jobs) - 1, 0, 0))
-                else:
+                    pieces, n_lines = _text_pieces(sources[i], max_chars)
+                    for line, text in pieces:
+                        length = len(proc(text=text, src_lang=src)["input_ids"])
+                        jobs.append(Job(**base, text=text, src_lang=src, length=length,
+                                        gen_kwargs=generation_kwargs(preset, length, **dec)))
+                        parts.append((len(jobs) - 1, line, 0))
+                    plans[i] = (parts, n_lines, "" if tgt in UNSPACED_LANGS else " ")
+                else:  # parts: (job, first sample, end sample)
                     for a, b in split_on_pauses(audio, SAMPLE_RATE, max_segment_s=max_segment_s,
                                                 long_s=max(20.0, max_segment_s)):
                         f = proc(audios=audio[a:b], sampling_rate=SAMPLE_RATE, return_tensors="np")
                         frames = int(f["input_features"].shape[1])
+                        src_len = math.ceil(frames / m.config.adaptor_stride)
                         jobs.append(Job(**base, features=f["input_features"][0], feature_mask=f["attention_mask"][0],
-                                        length=frames, gen_kwargs=generation_kwargs(preset, math.ceil(frames / 8), **decoding)))
+                                        length=frames, gen_kwargs=generation_kwargs(preset, src_len, **dec)))
                         parts.append((len(jobs) - 1, a, b))
-                plans[i] = (audio is None, parts)
+                    plans[i] = (parts, None, " ")
             except Exception as e:  # noqa: BLE001 - the item's own error, reported in its result
                 plans[i] = e
         if bar is not None:
@@ -719,18 +722,17 @@ def _assemble(plan, outs, speech: bool) -> Result:
     """One item's ``Result`` from its jobs' outputs, laid out as ``translate`` does for it alone."""
     if isinstance(plan, Exception):
         return Result(text="", error=" ".join(str(plan).split()) or type(plan).__name__)
-    is_text, parts = plan
-    failed = [outs[j] for j, _, _ in parts if j is not None and isinstance(outs[j], Exception)]
+    parts, n_lines, sep = plan
+    is_text = n_lines is not None
+    failed = [outs[j] for j, _, _ in parts if isinstance(outs[j], Exception)]
     if failed:
         return Result(text="", error=" ".join(str(failed[0]).split()) or type(failed[0]).__name__)
-    lines, segments, waves, t = [], [], [], 0.0
+    lines: List[List[str]] = [[] for _ in range(n_lines if is_text else 1)]
+    segments, waves, t = [], [], 0.0
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32)
     for j, a, b in parts:
-        if j is None:
-            lines.append("")
-            continue
         o = outs[j]
-        lines.append(o.text)
+        lines[a if is_text else 0].append(o.text)
         if o.waveform is not None:
             if waves:
                 waves.append(gap)
@@ -739,7 +741,7 @@ def _assemble(plan, outs, speech: bool) -> Result:
         dur = len(o.waveform) / SAMPLE_RATE if o.waveform is not None else 0.0
         segments.append(Segment(t, t + dur, o.text) if is_text else Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, o.text))
         t += dur
-    text = "\n".join(lines) if is_text else " ".join(x for x in lines if x)
+    text = "\n".join(sep.join(x for x in line if x) for line in lines)
     audio = np.concatenate(waves) if waves else (np.zeros(0, np.float32) if speech else None)
     return Result(text=text, audio=audio, segments=segments)
 

@@ -99,6 +99,19 @@ def test_translate_list_equals_single_calls_in_order(mlx_model):
     assert results[-1].text.count("\n") == 3 and results[-1].text.split("\n")[1] == ""
 
 
+def test_a_long_line_in_a_list_is_cut_at_sentences_as_alone(mlx_model):
+    long_line = " ".join(f"This is sentence number {i}, which says a little more." for i in range(10))  # > 400 chars
+    results = translate([long_line, "Hi."], tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=MAX_NEW)
+    one = translate(long_line, tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=MAX_NEW)
+    assert len(one.segments) == 10 and len(results[0].segments) == 10
+    assert results[0].error is None and results[0].text == one.text
+
+
+def test_max_new_tokens_past_the_decoder_positions_is_an_item_error(mlx_model):
+    results = translate(["Hello world."], tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=100000)
+    assert "max_new_tokens" in results[0].error and "254" in results[0].error
+
+
 def test_transcribe_list_ids_and_text_equal_one_at_a_time(mlx_model, clips):
     model, proc = get_model(mlx_model, "s2tt")
     results = transcribe(clips, lang="eng", model=mlx_model, max_new_tokens=MAX_NEW, batch_size=4)
