@@ -410,9 +410,23 @@ def generation_kwargs(
     return kw
 
 
-def _translate_one(model, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text):
+def _translate_one(model, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text, on_audio=None):
     """(text, waveform or None) for one text or one audio segment."""
     beams = gen_kw.get("num_beams") or model.generation_config.num_beams or 1
+    if on_audio is not None and speech and int(beams) == 1:
+        pieces, waves = [], []
+        for chunk in stream_generate(model, processor, tgt_lang=tgt, generate_speech=True,
+                                     speaker_id=int(speaker_id), **inputs, **gen_kw):
+            if chunk.text:
+                pieces.append(chunk.text)
+            if chunk.waveform is not None:
+                if not waves and on_text is not None:  # the text is complete once speech starts
+                    on_text("".join(pieces).strip())
+                waves.append(np.array(chunk.waveform, dtype=np.float32))
+                on_audio(waves[-1])
+        if not waves and on_text is not None:
+            on_text("".join(pieces).strip())
+        return "".join(pieces).strip(), np.concatenate(waves) if waves else np.zeros(0, np.float32)
     if on_text is not None and not speech and int(beams) == 1:
         pieces = []
         for chunk in stream_generate(model, processor, tgt_lang=tgt, **inputs, **gen_kw):
@@ -428,6 +442,8 @@ def _translate_one(model, processor, inputs, src_len, tgt, speech, speaker_id, g
         n = int(out.waveform_lengths[0].item())
         wav = np.array(out.waveform[0, :n], dtype=np.float32)
         seq = out.sequences
+        if on_audio is not None:
+            on_audio(wav)
     else:
         out = model.generate(**inputs, tgt_lang=tgt, generate_speech=False, **gen_kw)
         seq, wav = out.sequences, None
@@ -455,6 +471,7 @@ def translate(
     sampling_rate: int = SAMPLE_RATE,
     batch_size: int = 16,
     max_chars: int = DEFAULT_MAX_CHARS,
+    on_audio: Optional[Callable[[np.ndarray], None]] = None,
 ) -> Union[Result, List[Result]]:
     """Translate text, an audio file or a 16 kHz waveform into ``tgt_lang`` text (and speech).
 
@@ -486,12 +503,16 @@ def translate(
         sampling_rate: rate of an array ``source`` (resampled to 16 kHz); files carry their own.
         batch_size: most sources (lines, recording pieces) decoded together for a list ``source``.
         max_chars: longest line of text translated whole; longer ones are split into sentences.
+        on_audio: with ``speech``, called with each piece of speech (float32, 16 kHz) as soon as it
+            is synthesised: with greedy decoding a piece's first audio comes right after its text,
+            before the rest of its speech (beam search: each piece's speech at once).  The calls,
+            concatenated, are ``Result.audio`` (0.2 s silences between pieces included).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     if isinstance(source, (list, tuple)):
-        if on_text is not None:
-            raise ValueError("on_text streams one source; pass a single source, or drop on_text for a list.")
+        if on_text is not None or on_audio is not None:
+            raise ValueError("on_text/on_audio stream one source; pass a single source, or drop them for a list.")
         decoding = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
         return _translate_list(list(source), tgt_lang, src_lang, speech, str(model), speaker_id, preset, decoding,
                                max_segment_s, progress, quantize, sampling_rate, batch_size, max_chars)
@@ -528,7 +549,8 @@ def translate(
     )
     if audio is None:
         return _translate_text(
-            m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text, progress, max_chars
+            m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text, progress, max_chars,
+            on_audio,
         )
 
     ranges = split_on_pauses(audio, SAMPLE_RATE, max_segment_s=max_segment_s, long_s=max(20.0, max_segment_s))
@@ -547,7 +569,9 @@ def translate(
         gen_kw = generation_kwargs(preset, src_len, **decoding)
         if on_text is not None and i > 0:
             on_text(" ")
-        text, wav = _translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text)
+        if on_audio is not None and speech and i > 0:
+            on_audio(gap)
+        text, wav = _translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text, on_audio)
         segments.append(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, text))
         if wav is not None:
             if waves:
@@ -591,7 +615,7 @@ def _translate_batch(m, processor, texts, src_lang, tgt, speech, speaker_id, pre
 
 
 def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text,
-                    progress=False, max_chars=DEFAULT_MAX_CHARS):
+                    progress=False, max_chars=DEFAULT_MAX_CHARS, on_audio=None):
     """Text is translated line by line (empty lines kept): a document piped in is not one giant
     sentence truncated at ``max_new_tokens``.  A line longer than ``max_chars`` is split into its
     sentences, joined again with spaces; memory is that of one batch of ``TEXT_BATCH`` pieces,
@@ -600,7 +624,7 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
     gen = m.generation_config
     beams = int(decoding.get("num_beams") or gen.num_beams or 1)
     max_new = int(decoding.get("max_new_tokens") or gen.max_new_tokens or 1)
-    streaming = on_text is not None and not speech and beams == 1
+    streaming = (on_text is not None and not speech and beams == 1) or (on_audio is not None and speech)
     # Streamed text goes token by token, one piece at a time; speech pieces go one at a time too,
     # since a padded batch's shorter items would get the padding units' sound.
     batch = 1 if streaming or speech else max(1, min(TEXT_BATCH, TEXT_BATCH_POSITIONS // (beams * max_new)))
@@ -614,13 +638,16 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
     for b0 in range(0, len(pieces), batch):
         chunk = pieces[b0 : b0 + batch]
         if streaming:
-            if b0:
+            if b0 and on_text is not None:
                 on_text("\n" if chunk[0][0] != pieces[b0 - 1][0] else sep)
+            if b0 and on_audio is not None:
+                on_audio(np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32))
             inputs = processor(text=chunk[0][1], src_lang=src_lang.replace("__", ""), return_tensors="mlx")
             inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
             src_len = int(inputs["input_ids"].shape[1])
             gen_kw = generation_kwargs(preset, src_len, **decoding)
-            results.append(_translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text))
+            results.append(_translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text,
+                                          on_audio))
         else:
             texts = [p for _, p in chunk]
             out = _translate_batch(m, processor, texts, src_lang, tgt, speech, speaker_id, preset, decoding)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Optional, Union
+import struct
+from typing import Any, BinaryIO, Optional, Union
 
 import numpy as np
 
@@ -46,6 +47,7 @@ __all__ = [
     "resample",
     "save_wav",
     "to_numpy",
+    "WavStreamWriter",
 ]
 
 
@@ -217,13 +219,7 @@ def save_wav(
     """
     import soundfile as sf
 
-    x = to_numpy(waveform)
-    x = _to_float32(x) if x.dtype.kind in "iu" else np.asarray(x, dtype=np.float32)
-    if x.ndim == 2 and 1 in x.shape:
-        x = x.reshape(-1)
-    if x.ndim not in (1, 2):
-        raise ValueError(f"expected a 1-D waveform (or 2-D samples x channels), got shape {x.shape}")
-    x = np.clip(np.nan_to_num(x), -1.0, 1.0)
+    x = _writable_samples(waveform)
     ext = os.path.splitext(os.fsdecode(path))[1].lower()
     if subtype is None and ext in (".wav", ".flac", ".aif", ".aiff"):
         subtype = "PCM_16"
@@ -236,3 +232,57 @@ def save_wav(
     sf.write(buf, x, int(sampling_rate), subtype=subtype, format=fmt)
     with atomic_write(path, "wb") as f:
         f.write(buf.getbuffer())
+
+
+def _writable_samples(waveform: Any) -> np.ndarray:
+    """float32 samples clipped to ``[-1, 1]`` (NaN as 0), 1-D or ``(samples, channels)``."""
+    x = to_numpy(waveform)
+    x = _to_float32(x) if x.dtype.kind in "iu" else np.asarray(x, dtype=np.float32)
+    if x.ndim == 2 and 1 in x.shape:
+        x = x.reshape(-1)
+    if x.ndim not in (1, 2):
+        raise ValueError(f"expected a 1-D waveform (or 2-D samples x channels), got shape {x.shape}")
+    return np.clip(np.nan_to_num(x), -1.0, 1.0)
+
+
+class WavStreamWriter:
+    """A mono 16-bit WAV written piece by piece to a binary stream that cannot seek (a pipe).
+
+    The header goes out before the first samples, so its sizes are unknown: both are written as
+    0xFFFFFFFF, as ffmpeg and sox do on a pipe, which players (``ffplay -``, ``aplay``, ``sox``)
+    read as "until the end of the stream".  Samples are converted exactly as :func:`save_wav`
+    converts them, so the data equal a ``.wav`` file's written from the whole waveform.
+    """
+
+    def __init__(self, stream: BinaryIO, sampling_rate: int = SAMPLE_RATE):
+        self.stream = stream
+        self.sampling_rate = int(sampling_rate)
+        self.started = False
+
+    def _header(self) -> bytes:
+        unknown = 0xFFFFFFFF
+        fmt = struct.pack("<HHIIHH", 1, 1, self.sampling_rate, 2 * self.sampling_rate, 2, 16)  # PCM, mono, 16-bit
+        return b"RIFF" + struct.pack("<I", unknown) + b"WAVEfmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack(
+            "<I", unknown
+        )
+
+    def write(self, waveform: Any) -> None:
+        """Append a 1-D float waveform (clipped to [-1, 1]) and flush."""
+        import soundfile as sf
+
+        x = _writable_samples(waveform)
+        if x.ndim != 1:
+            raise ValueError(f"expected a 1-D waveform, got shape {x.shape}")
+        buf = io.BytesIO()
+        if x.size:
+            sf.write(buf, x, self.sampling_rate, subtype="PCM_16", format="RAW", endian="LITTLE")
+        data = buf.getvalue() if x.size else b""
+        if not self.started:
+            data, self.started = self._header() + data, True
+        self.stream.write(data)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Write the header if no samples came (an empty but valid stream); the stream stays open."""
+        if not self.started:
+            self.write(np.zeros(0, np.float32))

@@ -4,6 +4,7 @@
     seamless-mlx translate talk.wav --tgt-lang deu                 # speech -> German text
     seamless-mlx translate talk.wav --tgt-lang spa -o talk_es.wav  # speech -> Spanish speech
     echo "Good morning" | seamless-mlx translate - --src-lang eng --tgt-lang fra --speech -o hi.wav
+    seamless-mlx translate talk.wav --tgt-lang fra --speech -o - | ffplay -nodisp -autoexit -   # listen as it comes
     seamless-mlx transcribe lecture.flac --lang eng --format srt -o lecture.srt
     seamless-mlx convert --hf-path facebook/seamless-m4t-v2-large --mlx-path m4t-v2-mlx -q
     seamless-mlx languages
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from . import api, server
 from .api import DEFAULT_MODEL, Result, looks_like_audio_path, looks_like_file_name
-from .audio import load_audio
+from .audio import WavStreamWriter, load_audio
 from .config import GenerationConfig
 from .convert import main as convert_main
 from .documents import cli_transcribe, cli_translate, is_document
@@ -122,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output text (default); also takes an input that names no existing file as text")
     t.add_argument("--output", "-o", default=None,
                    help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech); "
-                        "an existing file is kept unless -y is given, the input file always")
+                        "an existing file is kept unless -y is given, the input file always; '-' with --speech: "
+                        "a WAV stream on stdout, written as the speech is made (pipe it to ffplay - or aplay)")
     t.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y)")
     t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output: 0..N-1 for a model with N speakers "
                         "(200 in v2-large; default 0)")
@@ -204,14 +206,21 @@ def cmd_translate(args) -> int:
     if args.input != "-" and (os.path.isdir(args.input) or is_document(args.input)):
         return cli_translate(args)  # a .txt/.srt/.vtt document or a folder
     log = _progress(args)
-    out = Path(args.output) if args.output else None
+    to_pipe = args.output == "-"  # speech as a WAV stream on stdout
+    out = Path(args.output) if args.output and not to_pipe else None
     ext = out.suffix.lower() if out else ""
+    if to_pipe and not args.speech:
+        raise UsageError("-o - streams speech to standard output as WAV: add --speech (text goes to standard output "
+                         "without -o).")
+    if to_pipe and sys.stdout.isatty():
+        raise UsageError("not writing WAV audio to a terminal: pipe it (-o - | ffplay -nodisp -autoexit -, or | aplay) "
+                         "or name a file (-o translation.wav).")
     if out is not None and ext not in TEXT_FORMATS + AUDIO_FORMATS:
         raise UsageError(f"cannot tell the output format from {out.name!r}; use .txt .srt .vtt .json .wav or .flac.")
     speech = args.speech or ext in AUDIO_FORMATS
     if args.text and ext in AUDIO_FORMATS:
         raise UsageError(f"--text writes text; name the output .txt/.srt/.vtt/.json, or drop --text for speech in {out.name}.")
-    if speech and ext not in AUDIO_FORMATS:
+    if speech and ext not in AUDIO_FORMATS and not to_pipe:
         raise UsageError("--speech needs an audio output file: add --output translation.wav (or .flac).")
     if out is not None:  # before any work: a bad output path must not cost the translation
         check_output_path(out, overwrite=args.overwrite, inputs=[args.input])
@@ -242,15 +251,20 @@ def cmd_translate(args) -> int:
     stream = not speech and sys.stdout.isatty() and (out is None or ext not in TEXT_FORMATS)
     task = ("s2" if is_audio else "t2") + ("st" if speech else "tt")
     t0 = _preload(args, task)
+    wav_pipe = WavStreamWriter(sys.stdout.buffer) if to_pipe else None
     result = api.translate(
         source, tgt_lang=args.tgt_lang, src_lang=args.src_lang, speech=speech, model=args.model,
         speaker_id=args.speaker_id, num_beams=args.num_beams, preset=args.preset,
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
         progress=not args.quiet and not stream, quantize=args.quantize, on_text=_streamer(stream),
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, on_audio=wav_pipe.write if wav_pipe else None,
     )
     _report_time(args, t0, result)
-    if stream:
+    if wav_pipe is not None:
+        wav_pipe.close()
+        if not args.quiet:
+            print(result.text, file=sys.stderr, flush=True)
+    elif stream:
         sys.stdout.write("\n")
     elif out is None or ext in AUDIO_FORMATS:
         print(result.text)
@@ -396,7 +410,11 @@ def main(argv=None) -> int:
         if verbose:
             traceback.print_exc()
         return _error(_hint(e), 2)
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader (a player, head) went away: stop quietly, also at exit
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout without a file descriptor
+            pass
         return 0
     except Exception as e:  # noqa: BLE001 - the CLI's last resort
         if verbose:

@@ -23,6 +23,7 @@ import numpy as np
 from .sample_utils import make_logits_processors, make_sampler, make_warper
 from .search import DecodeStep, beam_search, greedy_search
 from .t2u import char_inputs, select_units, t2u_attention_mask, units_for_vocoder
+from .vocoder import FIRST_WINDOW, LARGEST_WINDOW, window_spans
 
 # fairseq's vocabulary layout, which every SeamlessM4T tokenizer uses: <pad>=0, <unk>=1, <s>=2, </s>=3
 UNK_TOKEN_ID = 1
@@ -361,12 +362,9 @@ def decode_text(
     return GenerateOutput(sequences=seqs, decoder_hidden_states=states, encoder_hidden_states=memory)
 
 
-def synthesize(model, sequences: mx.array, decoder_states: mx.array, tgt_lang: str, speaker_id: int, options):
-    """Text ids + decoder states of ``sequences[:, :-1]`` -> (waveform, lengths, unit ids).
-
-    The T2U model and the vocoder form one lazy graph; the only host syncs are the ones the
-    length regulators need to know output sizes.
-    """
+def vocoder_inputs(model, sequences: mx.array, decoder_states: mx.array, tgt_lang: str, speaker_id: int, options):
+    """Text ids + decoder states of ``sequences[:, :-1]`` -> the T2U model's units and the
+    vocoder's inputs: ``(vocoder units [B, U], speaker ids [B], language ids [B], unit ids)``."""
     gen = model.generation_config
     seq_np = np.array(sequences)
     char_ids, char_counts = char_inputs(seq_np, gen, pad_token_id=gen.pad_token_id, eos_token_id=gen.eos_token_id)
@@ -377,8 +375,44 @@ def synthesize(model, sequences: mx.array, decoder_states: mx.array, tgt_lang: s
     B = units.shape[0]
     lang = mx.array([gen.vocoder_lang_code_to_id[tgt_lang]] * B)
     spk = mx.array([speaker_id] * B)
+    return voc_units, spk, lang, units
+
+
+def synthesize(model, sequences: mx.array, decoder_states: mx.array, tgt_lang: str, speaker_id: int, options):
+    """Text ids + decoder states of ``sequences[:, :-1]`` -> (waveform, lengths, unit ids).
+
+    The T2U model and the vocoder form one lazy graph; the only host syncs are the ones the
+    length regulators need to know output sizes.
+    """
+    voc_units, spk, lang, units = vocoder_inputs(model, sequences, decoder_states, tgt_lang, speaker_id, options)
     waveform, lengths = model.vocoder(voc_units, spk, lang)
     return waveform, lengths, units
+
+
+def stream_speech(
+    model, sequences: mx.array, decoder_states: mx.array, tgt_lang: str, speaker_id: int, options,
+    window: Optional[int] = None,
+) -> Iterator[mx.array]:
+    """One item's speech (``sequences`` ``[1, L]``) in evaluated pieces ``[n]`` float32, each as
+    soon as its vocoder window has run; concatenated, they equal :func:`synthesize`'s waveform
+    up to its length.
+
+    The T2U model and the durations run once for the whole item; the HiFi-GAN then runs over
+    windows of frames (``window`` frames each, or by default :data:`~seamless_mlx.vocoder.FIRST_WINDOW`
+    frames first and twice as many each time after, up to :data:`~seamless_mlx.vocoder.LARGEST_WINDOW`).
+    """
+    voc_units, spk, lang, _ = vocoder_inputs(model, sequences, decoder_states, tgt_lang, speaker_id, options)
+    features, lengths = model.vocoder.features(voc_units, spk, lang)
+    mx.eval(features, lengths)
+    spans = window_spans(features.shape[1], window or FIRST_WINDOW, None if window else LARGEST_WINDOW)
+    left = int(lengths[0].item())
+    for piece in model.vocoder.waveform_windows(features, spans):
+        if left <= 0:  # the rest is past the item's length (transformers' length rule)
+            break
+        piece = piece[0, :left]
+        mx.eval(piece)
+        left -= piece.shape[0]
+        yield piece
 
 
 # --------------------------------------------------------------------------------------------
@@ -478,14 +512,17 @@ def stream_generate(
     tgt_lang: Optional[str] = None,
     generate_speech: bool = False,
     speaker_id: int = 0,
+    vocoder_window: Optional[int] = None,
     **kwargs,
 ) -> Iterator[StreamChunk]:
     """Yield the translation as it is decoded (greedy or sampling; batch size 1).
 
     Yields :class:`StreamChunk` objects with the new token id and, when a ``processor`` (or
     tokenizer) is given, the newly decoded text piece (word boundaries handled, so the pieces
-    concatenate to the full decoded text).  With ``generate_speech=True`` the last chunk carries
-    the waveform.  Keywords as for :func:`generate`.
+    concatenate to the full decoded text).  With ``generate_speech=True``, chunks with
+    ``waveform`` set (``[n]`` float32, 16 kHz) follow the text, each as soon as its vocoder window
+    has run (see :func:`stream_speech`; ``vocoder_window`` frames each if given); concatenated,
+    they are the waveform :func:`generate` returns.  Keywords as for :func:`generate`.
     """
     text_kw, speech_kw = split_kwargs(kwargs)
     if int(text_kw.get("num_beams") or 1) > 1:
@@ -517,6 +554,6 @@ def stream_generate(
             yield StreamChunk(token_id=None, text=detok.last_segment, finished=True)
     if generate_speech:
         seq = mx.concatenate([prefix, mx.array([ids])], axis=1)
-        wav, lengths, _ = synthesize(model, seq, mx.concatenate(hidden, axis=1), tgt_lang, int(speaker_id), options)
-        mx.eval(wav, lengths)
-        yield StreamChunk(token_id=None, text=None, finished=True, waveform=wav[0, : int(lengths[0].item())])
+        states = mx.concatenate(hidden, axis=1)
+        for piece in stream_speech(model, seq, states, tgt_lang, int(speaker_id), options, vocoder_window):
+            yield StreamChunk(token_id=None, text=None, finished=True, waveform=piece)
