@@ -43,6 +43,7 @@ CACHE = HERE / ".cache"
 HF = CACHE / "full-hf"
 sys.path.insert(0, str(HERE))
 from _worker import ROWS  # noqa: E402  (imports nothing heavy)
+import first_audio  # noqa: E402  (imports nothing heavy)
 
 TOKENS = 32
 FRAMEWORKS = ["transformers", "mlx-fp32", "mlx-q8", "mlx-q4"]
@@ -361,6 +362,8 @@ def main():
                    help="run every worker, transformers' too, with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent "
                         "huge pages for malloc'd memory; Linux, glibc >= 2.35)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
+    p.add_argument("--no-first-audio", action="store_true",
+                   help="skip the time to first audio of streamed T2ST/S2ST (benchmarks/first_audio.py)")
     p.add_argument("--baseline", default=None,
                    help="results JSON of an earlier run (same rows and checkpoint): its measurements are "
                    "reported with this run's, e.g. transformers' seconds for the ratios of frameworks timed now")
@@ -498,6 +501,12 @@ def main():
             blas[name] = r
             log(f"  {r.get('seconds', float('nan')):.2f} s with {r.get('blas', r.get('error'))}")
 
+    audio_rows = []
+    if not args.no_first_audio and not gpu and not args.quick and "mlx-fp32" in folders:
+        log("time to first audio, streamed t2st and s2st-10s (mlx-fp32) ...")
+        audio_rows = first_audio.run(folders["mlx-fp32"], args.tokens)
+        log(first_audio.fmt(audio_rows))
+
     enc_rows, class_rows = [], []
     if memory:
         for fw in ("mlx", "transformers"):
@@ -549,7 +558,8 @@ def main():
         "load_average_after_rows": loads,
         "minutes": round((time.time() - started) / 60, 1),
     }
-    raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows}
+    raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows,
+           "first_audio": audio_rows}
     out.write_text(json.dumps(raw, indent=2))  # before formatting: a formatting bug loses nothing
     title = f"GPU: {', '.join(n for n in sorted(names) if n != 'cpu')}" if gpu else "CPU"
     report = [f"## seamless-mlx vs transformers ({title})", "", fmt_main(results, args.tokens, gpu)]
@@ -563,6 +573,8 @@ def main():
                    "default on CUDA (TF32 products). transformers: float32, torch's defaults."]
     if blas:
         report += ["", "### MLX T2TT by BLAS library", "", fmt_blas(blas)]
+    if audio_rows:
+        report += ["", "### Time to first audio (streamed speech, mlx-fp32)", "", first_audio.fmt(audio_rows)]
     if enc_rows:
         report += ["", "### Speech encoder peak memory (v2-large shapes)", "", fmt_encoder(enc_rows)]
     if class_rows:
