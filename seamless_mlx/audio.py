@@ -249,9 +249,10 @@ class WavStreamWriter:
     """A mono 16-bit WAV written piece by piece to a binary stream that cannot seek (a pipe).
 
     The header goes out before the first samples, so its sizes are unknown: both are written as
-    0xFFFFFFFF, as ffmpeg and sox do on a pipe, which players (``ffplay -``, ``aplay``, ``sox``)
-    read as "until the end of the stream".  Samples are converted exactly as :func:`save_wav`
-    converts them, so the data equal a ``.wav`` file's written from the whole waveform.
+    0xFFFFFFFF, as ffmpeg writes them on a pipe, which readers (``ffplay -``, ``aplay``,
+    libsndfile, Python's ``wave``) take as "until the end of the stream".  Samples are converted
+    exactly as :func:`save_wav` converts them, so the data equal a ``.wav`` file's written from
+    the whole waveform.
     """
 
     def __init__(self, stream: BinaryIO, sampling_rate: int = SAMPLE_RATE):
