@@ -14,7 +14,8 @@
    next to MLX slows MKL down, so the two never share one) on identical inputs with the output
    length forced (``min_new_tokens = max_new_tokens = 32``): one warm-up call, then best of N;
 4. adds the MLX decode step against the memory-bandwidth floor, T2TT under each BLAS, the
-   per-phase profile of every row, and (``--memory``, on by default) the peak-memory sections.
+   per-phase profile of every row, the time to first audio of streamed T2ST/S2ST
+   (benchmarks/first_audio.py), and (``--memory``, on by default) the peak-memory sections.
 
 On a GPU (``--device gpu``: ``mlx[cuda]`` against torch on CUDA) each framework runs all its rows
 in one process, the GPU's peak memory replaces the peak RSS, and there are no BLAS or memory
