@@ -206,16 +206,14 @@ def _host_isa_compiler(private: str) -> str:
 
 
 def jit_rows(repeats=15):
-    """``{"mlx": ms, "host ISA": ms}`` per kernel (CPU ms, one thread: MLX runs each on one)."""
-    out = {}
-    for name, host in (("as shipped (SSE2)", False), ("-march=native", True)):
-        res = run_worker("jit", 0, 0, repeats, cpu_time=True, host_isa=host)
-        out[name] = res
-    return out
+    """``{"as shipped (SSE2)": {kernel: ms}, "-march=native": {kernel: ms}}`` (CPU ms, one thread:
+    MLX runs each kernel on one)."""
+    return {name: run_worker("jit", 0, 0, repeats, cpu_time=True, host_isa=host)
+            for name, host in (("as shipped (SSE2)", False), ("-march=native", True))}
 
 
 def rows(seconds=(10,), layers=2, repeats=3, full_layers=24, cpu_time=False):
-    """Per audio length: ``{"seconds", "frames", "layers", "mlx-sse2", "mlx", "transformers"}``
+    """Per audio length: ``{"seconds", "frames", "layers", "mlx-mkl", "mlx", "transformers", ...}``
     (each a worker's result), plus the whole encoder extrapolated to ``full_layers`` layers."""
     out = []
     for s in seconds:
