@@ -28,18 +28,19 @@ Which library is fastest depends on the CPU's vendor and on the product's shape.
 AVX-512 GEMM kernels on Intel CPUs only: on AMD (Zen 4 and 5 have AVX-512) it takes an AVX2 path
 whatever ``MKL_ENABLE_INSTRUCTIONS`` says, and OpenBLAS's AVX-512 kernels run a float32 GEMM with
 hundreds of rows over twice as fast; for one-row products (decoding) MKL stays the faster one
-(benchmarks/README.md).  OpenBLAS runs on one thread per call there, and the encoder cuts its
-frames over MLX's CPU streams (:func:`seamless_mlx.cpu.streams.split_rows`).  So on x86 CPUs that are not Intel's, with the ``scipy-openblas32`` wheel
-installed, :func:`many_rows` points MLX's ``cblas_sgemm`` at OpenBLAS for the length of a block
-of work made of large products (the speech encoder) and back afterwards; everything else stays on
-MKL.  A call already running when the pointer changes finishes in the library it entered, and
-both libraries compute the same product, so a swap is never wrong, only faster or slower.  That
-build exports every symbol with a ``scipy_`` prefix (it never wins symbol resolution).  Its
-runtime CPU detection does not know every new CPU, and images set ``OPENBLAS_CORETYPE`` for
-numpy's copy (this machine's says Haswell, AVX2): this copy serves MLX alone, so it is loaded
-with the core type of the CPU's flags (SkylakeX where the AVX-512 subsets are there;
-``SEAMLESS_MLX_OPENBLAS_CORETYPE`` overrides), and the environment is put back right after the
-load.  ``SEAMLESS_MLX_MANY_ROWS_BLAS=off`` keeps every product on the main library.
+(benchmarks/README.md).  So on x86 CPUs that are not Intel's, with the ``scipy-openblas32`` wheel
+installed, :func:`many_rows` points MLX's ``cblas_sgemm`` at OpenBLAS for the length of a block of
+work made of large products (the speech encoder) and back afterwards; everything else stays on
+MKL.  OpenBLAS runs one thread per call there, and the encoder cuts its frames over MLX's CPU
+streams (:func:`seamless_mlx.cpu.streams.split_rows`).  A call already running when the pointer
+changes finishes in the library it entered, and both libraries compute the same product, so a swap
+is never wrong, only faster or slower.  That build exports every symbol with a ``scipy_`` prefix
+(it never wins symbol resolution).  Its runtime CPU detection does not know every new CPU, and
+images set ``OPENBLAS_CORETYPE`` for numpy's copy (this machine's says Haswell, AVX2): this copy
+serves MLX alone, so it is loaded with the core type of the CPU's flags (SkylakeX where the
+AVX-512 subsets are there; ``SEAMLESS_MLX_OPENBLAS_CORETYPE`` overrides), and the environment is
+put back right after the load.  ``SEAMLESS_MLX_MANY_ROWS_BLAS=off`` keeps every product on the
+main library.
 
 ``SEAMLESS_MLX_BLAS=off`` disables all of this; ``SEAMLESS_MLX_BLAS=/path/to/lib.so`` forces a
 library.  Nothing happens off Linux (macOS has Accelerate).  Standard library only: this module
@@ -148,10 +149,10 @@ def _symbol_prefix(path: str) -> str:
 
 
 def _open(path: str):
-    """``ctypes.CDLL`` of ``path``; OpenBLAS is loaded with this CPU's core type (see the module
-    docstring)."""
+    """``ctypes.CDLL`` of ``path``; scipy-openblas32's copy, which serves MLX alone, is loaded with
+    this CPU's core type (see the module docstring)."""
     coretype = ""
-    if "openblas" in os.path.basename(path):
+    if _symbol_prefix(path):
         coretype = os.environ.get("SEAMLESS_MLX_OPENBLAS_CORETYPE", "").strip() or openblas_coretype(_cpu_info()["flags"])
     if not coretype:
         return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
