@@ -362,6 +362,8 @@ def main():
     p.add_argument("--hugepages", action="store_true",
                    help="run every worker, transformers' too, with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent "
                         "huge pages for malloc'd memory; Linux, glibc >= 2.35)")
+    p.add_argument("--no-encoder-speed", action="store_true",
+                   help="skip the speech encoder's stage-by-stage speed section (benchmarks/encoder_speed.py)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
     p.add_argument("--no-first-audio", action="store_true",
                    help="skip the time to first audio of streamed T2ST/S2ST (benchmarks/first_audio.py)")
@@ -536,6 +538,13 @@ def main():
                     class_rows.append({"framework": fw, "row": row, "cls": cls, **r})
                     log(f"  peak RSS {r.get('peak_rss', 0) / 1e9:.2f} GB {r.get('error', '')}")
 
+    encoder_speed = None
+    if not (gpu or args.quick or args.memory_only or args.no_encoder_speed):
+        import encoder_speed as es
+
+        log("speech encoder stage by stage (random weights, 2 layers) ...")
+        encoder_speed = {"encoder": es.rows(), "jit": es.jit_rows()}
+
     import importlib.metadata as md
 
     names = {r.get("device_name") for fws in results.values() for r in fws.values() if r.get("device_name")}
@@ -560,7 +569,7 @@ def main():
         "minutes": round((time.time() - started) / 60, 1),
     }
     raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows,
-           "first_audio": audio_rows}
+           "first_audio": audio_rows, "encoder_speed": encoder_speed}
     out.write_text(json.dumps(raw, indent=2))  # before formatting: a formatting bug loses nothing
     title = f"GPU: {', '.join(n for n in sorted(names) if n != 'cpu')}" if gpu else "CPU"
     report = [f"## seamless-mlx vs transformers ({title})", "", fmt_main(results, args.tokens, gpu)]
@@ -578,6 +587,9 @@ def main():
         report += ["", "### Time to first audio (streamed speech, mlx-fp32)", "", first_audio.fmt(audio_rows)]
     if enc_rows:
         report += ["", "### Speech encoder peak memory (v2-large shapes)", "", fmt_encoder(enc_rows)]
+    if encoder_speed:
+        report += ["", "### Speech encoder stage by stage (v2-large shapes, random weights)", es.table(encoder_speed["encoder"]),
+                   "", "JIT-compiled element-wise kernels:", "", es.jit_table(encoder_speed["jit"])]
     if class_rows:
         report += ["", "### Peak RSS: task class vs SeamlessM4Tv2Model (load + one 32-token call)", "",
                    "transformers memory-maps the safetensors: its RSS counts only the weight pages a run touched.", "",

@@ -51,6 +51,7 @@ SWAPS = {
     speech_encoder.ConformerConvolution: blocks.ConformerConvolution,
     speech_encoder.ConformerEncoder: blocks.ConformerEncoder,
     speech_encoder.AdapterLayer: blocks.AdapterLayer,
+    speech_encoder.SpeechEncoder: blocks.SpeechEncoder,
     t2u.T2UDecoderLayer: blocks.T2UDecoderLayer,
     vocoder.HifiGan: blocks.HifiGan,
 }

@@ -12,7 +12,7 @@ from ..cache import CrossCache, KVCache
 from . import tuning
 from .linear import Linear, linear
 from .ops import attention
-from .streams import head_groups, parallel_over_heads
+from .streams import head_groups, parallel_over_heads, split_rows
 
 
 def _split_heads(x: mx.array, heads: int, head_dim: int) -> mx.array:
@@ -76,7 +76,8 @@ class Attention(layers.Attention):
 
 class ConformerSelfAttention(speech_encoder.ConformerSelfAttention):
     """The conformer's attention with the CPU's :func:`~seamless_mlx.cpu.ops.attention`, its heads
-    split over streams, and long inputs one head and one block of queries at a time.
+    (and, on the many-row BLAS, the frames of its projections) split over streams, and long inputs
+    one head and one block of queries at a time.
 
     Blocks: each block runs after the previous one (``mx.depends``), so the scores, bias and softmax
     weights exist for one block only, at most ``tuning.ATTENTION_BLOCK_BYTES`` each.  Blocks that
@@ -86,9 +87,8 @@ class ConformerSelfAttention(speech_encoder.ConformerSelfAttention):
     def __call__(self, x: mx.array, keep: Optional[mx.array] = None) -> mx.array:
         B, T, _ = x.shape
         H, Dh = self.num_heads, self.head_dim
-        q = self.linear_q(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
-        k = self.linear_k(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
-        v = self.linear_v(x).reshape(B, T, H, Dh).transpose(0, 2, 1, 3)
+        qkv = split_rows(lambda x: mx.concatenate([self.linear_q(x), self.linear_k(x), self.linear_v(x)], axis=-1), x)
+        q, k, v = (y.reshape(B, T, H, Dh).transpose(0, 2, 1, 3) for y in mx.split(qkv, 3, axis=-1))
 
         rel = None
         if self.relative:
@@ -123,4 +123,4 @@ class ConformerSelfAttention(speech_encoder.ConformerSelfAttention):
             return mx.concatenate(heads, axis=1)
 
         out = parallel_over_heads(attend, H, head_groups(B, H, T, T), q, k, v, rel)
-        return self.linear_out(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
+        return split_rows(self.linear_out, out.transpose(0, 2, 1, 3).reshape(B, T, -1))

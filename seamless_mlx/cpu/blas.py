@@ -24,6 +24,24 @@ products come out doubled.  So the layer is fixed as soon as MKL is loaded: Inte
 ``libgomp`` is loaded yet (a torch imported afterwards is fine), else sequential.  A
 ``MKL_THREADING_LAYER`` set by the user is left to MKL.
 
+Which library is fastest depends on the CPU's vendor and on the product's shape.  MKL runs its
+AVX-512 GEMM kernels on Intel CPUs only: on AMD (Zen 4 and 5 have AVX-512) it takes an AVX2 path
+whatever ``MKL_ENABLE_INSTRUCTIONS`` says, and OpenBLAS's AVX-512 kernels run a float32 GEMM with
+hundreds of rows over twice as fast; for one-row products (decoding) MKL stays the faster one
+(benchmarks/README.md).  So on x86 CPUs that are not Intel's, with the ``scipy-openblas32`` wheel
+installed, :func:`many_rows` points MLX's ``cblas_sgemm`` at OpenBLAS for the length of a block of
+work made of large products (the speech encoder) and back afterwards; everything else stays on
+MKL.  OpenBLAS runs one thread per call there, and the encoder cuts its frames over MLX's CPU
+streams (:func:`seamless_mlx.cpu.streams.split_rows`).  A call already running when the pointer
+changes finishes in the library it entered, and both libraries compute the same product, so a swap
+is never wrong, only faster or slower.  That build exports every symbol with a ``scipy_`` prefix
+(it never wins symbol resolution).  Its runtime CPU detection does not know every new CPU, and
+images set ``OPENBLAS_CORETYPE`` for numpy's copy (this machine's says Haswell, AVX2): this copy
+serves MLX alone, so it is loaded with the core type of the CPU's flags (SkylakeX where the
+AVX-512 subsets are there; ``SEAMLESS_MLX_OPENBLAS_CORETYPE`` overrides), and the environment is
+put back right after the load.  ``SEAMLESS_MLX_MANY_ROWS_BLAS=off`` keeps every product on the
+main library.
+
 ``SEAMLESS_MLX_BLAS=off`` disables all of this; ``SEAMLESS_MLX_BLAS=/path/to/lib.so`` forces a
 library.  Nothing happens off Linux (macOS has Accelerate).  Standard library only: this module
 runs before ``mlx.core`` is imported.
@@ -38,7 +56,9 @@ import os
 import struct
 import sys
 import sysconfig
+import threading
 import warnings
+from contextlib import contextmanager
 
 loaded = None  # path of the fast BLAS this module loaded, or None
 _handle = None  # its ctypes.CDLL
@@ -46,6 +66,9 @@ rebound = 0  # GOT slots of libmlx rewritten because mlx.core was imported first
 
 MKL_THREADING = {"INTEL": 0, "SEQUENTIAL": 1, "PGI": 2, "GNU": 3, "TBB": 4}  # mkl_service.h
 _REFERENCE_PREFIXES = ("libblas", "libcblas", "liblapack")  # the netlib libraries the wheel bundles
+SCIPY_OPENBLAS_PREFIX = "scipy_"  # the scipy-openblas32 wheel's prefix on every exported symbol
+# the AVX-512 subsets OpenBLAS's SkylakeX kernels use (/proc/cpuinfo names)
+_SKYLAKEX_FLAGS = frozenset(("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"))
 _SLOT_RELOCATIONS = {62: (6, 7), 183: (1025, 1026)}  # e_machine -> GLOB_DAT, JUMP_SLOT (x86_64, aarch64)
 
 
@@ -74,12 +97,84 @@ def _candidates():
     return mkl + openblas
 
 
+def _cpu_info() -> dict:
+    """``{"vendor": vendor_id, "flags": set}`` of the first CPU in /proc/cpuinfo (empty when
+    unreadable, e.g. not Linux)."""
+    info = {"vendor": "", "flags": frozenset()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id":
+                    info["vendor"] = value.strip()
+                elif key == "flags":
+                    info["flags"] = frozenset(value.split())
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _prefers_openblas(cpu: dict) -> bool:
+    """Whether OpenBLAS beats MKL here: an x86 CPU that is not Intel's (see the module docstring)."""
+    return cpu["vendor"] not in ("", "GenuineIntel") and "sse2" in cpu["flags"]
+
+
+def openblas_coretype(flags) -> str:
+    """The ``OPENBLAS_CORETYPE`` for a CPU with these /proc/cpuinfo ``flags``: ``SkylakeX`` (its
+    AVX-512 kernels) when every AVX-512 subset they use is there, else ``""`` (OpenBLAS's own
+    detection)."""
+    return "SkylakeX" if _SKYLAKEX_FLAGS <= set(flags) else ""
+
+
+def _scipy_openblas() -> list:
+    """``[path]`` of the scipy-openblas32 wheel's library when installed, else ``[]`` (found
+    without importing the package)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("scipy_openblas32")
+    except (ImportError, ValueError):
+        return []
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(folder, "lib", "libscipy_openblas.so")
+        if os.path.isfile(path):
+            return [path]
+    return []
+
+
+def _symbol_prefix(path: str) -> str:
+    return SCIPY_OPENBLAS_PREFIX if os.path.basename(path).startswith("libscipy_openblas") else ""
+
+
+def _open(path: str):
+    """``ctypes.CDLL`` of ``path``; scipy-openblas32's copy, which serves MLX alone, is loaded with
+    this CPU's core type (see the module docstring)."""
+    coretype = ""
+    if _symbol_prefix(path):
+        coretype = os.environ.get("SEAMLESS_MLX_OPENBLAS_CORETYPE", "").strip() or openblas_coretype(_cpu_info()["flags"])
+    if not coretype:
+        return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    # read by OpenBLAS's load-time constructor; put back afterwards so that child processes (and
+    # other OpenBLAS copies, such as numpy's) see the environment they were given
+    before = os.environ.get("OPENBLAS_CORETYPE")
+    os.environ["OPENBLAS_CORETYPE"] = coretype
+    try:
+        return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    finally:
+        if before is None:
+            del os.environ["OPENBLAS_CORETYPE"]
+        else:
+            os.environ["OPENBLAS_CORETYPE"] = before
+
+
 def _load_fast():
     """Load the first candidate library with ``RTLD_GLOBAL``; return its handle or None."""
     global loaded, _handle
     for path in _candidates():
         try:
-            lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            lib = _open(path)
         except OSError:
             continue
         loaded, _handle = path, lib
@@ -242,7 +337,9 @@ def _is_reference(path: str) -> bool:
 
 def rebind(lib) -> int:
     """Point every slot of MLX's shared objects that is bound to the reference BLAS/LAPACK at the
-    same function of ``lib`` (a loaded ``ctypes.CDLL``); return how many slots were rewritten."""
+    same function of ``lib`` (a loaded ``ctypes.CDLL``, its symbols maybe prefixed: see
+    :data:`SCIPY_OPENBLAS_PREFIX`); return how many slots were rewritten."""
+    prefix = _symbol_prefix(getattr(lib, "_name", "") or "")
     count = 0
     for path, bias in _mlx_objects():
         for name, offsets in (_got_slots(path) or {}).items():
@@ -251,7 +348,7 @@ def rebind(lib) -> int:
                 if not _is_reference(_owner(ctypes.c_size_t.from_address(slot).value)):
                     continue
                 try:
-                    target = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+                    target = ctypes.cast(getattr(lib, prefix + name), ctypes.c_void_p).value
                 except AttributeError:  # not in the fast library: keep the reference one
                     continue
                 _write_word(slot, target)
@@ -294,3 +391,71 @@ def _warn_missing() -> None:
         RuntimeWarning,
         stacklevel=3,
     )
+
+
+# --- a second library for many-row products (see the module docstring) -------------------------
+
+_rows = {"lib": None, "looked": False, "depth": 0, "saved": []}
+_rows_lock = threading.Lock()
+
+
+def many_rows_library() -> str:
+    """Path of the library :func:`many_rows` switches MLX's ``cblas_sgemm`` to ('' when none:
+    an Intel or non-x86 CPU, scipy-openblas32 not installed, switched off, or not Linux)."""
+    lib = _rows_handle()
+    return getattr(lib, "_name", "") if lib is not None else ""
+
+
+def _rows_handle():
+    with _rows_lock:
+        if not _rows["looked"]:
+            _rows["looked"] = True
+            off = os.environ.get("SEAMLESS_MLX_MANY_ROWS_BLAS", "").strip().lower() in ("off", "0", "none", "false")
+            if sys.platform.startswith("linux") and not off and not _disabled() and _prefers_openblas(_cpu_info()):
+                for path in _scipy_openblas():
+                    try:
+                        lib = _open(path)
+                    except OSError:
+                        continue
+                    # One thread: the callers cut the work over MLX's CPU streams instead.  Its
+                    # own threads meet at barriers, and on a busy machine one late thread stalls
+                    # the others (several times slower than one thread, benchmarks/README.md).
+                    lib.scipy_openblas_set_num_threads(1)
+                    _rows["lib"] = lib
+        return _rows["lib"]
+
+
+def many_rows_active() -> bool:
+    """Whether a :func:`many_rows` block is running: products then run on one BLAS thread each,
+    so a caller splits large ones over CPU streams itself."""
+    return _rows["depth"] > 0
+
+
+@contextmanager
+def many_rows():
+    """Within this block MLX's float32 GEMMs run on :func:`many_rows_library`, one thread per call
+    (nothing changes when there is none).  Evaluate the block's products inside it: MLX computes lazily.  Nested
+    and concurrent blocks keep the switch until the last one ends."""
+    lib = _rows_handle()
+    if lib is None:
+        yield
+        return
+    with _rows_lock:
+        if _rows["depth"] == 0:
+            if "slots" not in _rows:  # MLX's objects stay where they were loaded
+                _rows["slots"] = [bias + offset for path, bias in _mlx_objects()
+                                  for offset in (_got_slots(path) or {}).get("cblas_sgemm", [])]
+                _rows["target"] = ctypes.cast(getattr(lib, SCIPY_OPENBLAS_PREFIX + "cblas_sgemm"), ctypes.c_void_p).value
+            _rows["saved"] = [(slot, ctypes.c_size_t.from_address(slot).value) for slot in _rows["slots"]]
+            for slot in _rows["slots"]:
+                _write_word(slot, _rows["target"])
+        _rows["depth"] += 1
+    try:
+        yield
+    finally:
+        with _rows_lock:
+            _rows["depth"] -= 1
+            if _rows["depth"] == 0:
+                for slot, value in _rows["saved"]:
+                    _write_word(slot, value)
+                _rows["saved"] = []

@@ -1,6 +1,7 @@
 """The sub-model blocks whose CPU forward differs from the plain one in more than their layers:
 activations by :mod:`~seamless_mlx.cpu.ops`, wide products in column blocks, GLUs of separate
-halves, long inputs in row blocks, and the vocoder's residual blocks chained."""
+halves, long inputs in row blocks, the speech encoder on its many-row BLAS with its frames over
+CPU streams, and the vocoder's residual blocks chained."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .. import layers, speech_encoder, t2u, vocoder
-from . import tuning
+from . import blas, tuning
 from .linear import linear_act, linear_glu
 from .ops import activation, glu
+from .streams import split_rows
 
 
 class FeedForward(layers.FeedForward):
@@ -21,10 +23,14 @@ class FeedForward(layers.FeedForward):
 
 
 class ConformerFeedForward(speech_encoder.ConformerFeedForward):
-    """Long inputs in row blocks, so that the ``[rows, intermediate]`` activations stay small enough
-    for the allocators to reuse (see :class:`~seamless_mlx.cpu.attention.ConformerSelfAttention`)."""
+    """Frames over CPU streams (:func:`~seamless_mlx.cpu.streams.split_rows`), and long inputs in
+    row blocks, so that the ``[rows, intermediate]`` activations stay small enough for the
+    allocators to reuse (see :class:`~seamless_mlx.cpu.attention.ConformerSelfAttention`)."""
 
     def __call__(self, x: mx.array) -> mx.array:
+        return split_rows(self._rows, x)
+
+    def _rows(self, x: mx.array) -> mx.array:
         act = activation(self.act)
         rows = x.size // x.shape[-1]
         width = self.intermediate_dense.weight.shape[0]
@@ -39,14 +45,22 @@ class ConformerFeedForward(speech_encoder.ConformerFeedForward):
 
 
 class ConformerConvolution(speech_encoder.ConformerConvolution):
+    """The frame-wise parts before and after the depthwise convolution with their frames over CPU
+    streams (:func:`~seamless_mlx.cpu.streams.split_rows`)."""
+
     def __call__(self, x: mx.array, valid: Optional[mx.array] = None) -> mx.array:
+        x = split_rows(self._before, x, valid)
+        x = self.depthwise_conv(speech_encoder.causal_pad(x, self.depthwise_conv.weight.shape[1]))
+        return split_rows(self._after, x)
+
+    def _before(self, x: mx.array, valid: Optional[mx.array]) -> mx.array:
         x = self.layer_norm(x)
         if valid is not None:
             x = mx.where(valid, x, mx.array(0.0, dtype=x.dtype))
-        x = linear_glu(x, self.pointwise_conv1)
-        x = self.depthwise_conv(speech_encoder.causal_pad(x, self.depthwise_conv.weight.shape[1]))
-        x = activation(self.act)(self.depthwise_layer_norm(x))
-        return self.pointwise_conv2(x)
+        return linear_glu(x, self.pointwise_conv1)
+
+    def _after(self, x: mx.array) -> mx.array:
+        return self.pointwise_conv2(activation(self.act)(self.depthwise_layer_norm(x)))
 
 
 class ConformerEncoder(speech_encoder.ConformerEncoder):
@@ -57,6 +71,17 @@ class ConformerEncoder(speech_encoder.ConformerEncoder):
         for layer in self.layers:
             x = layer(x, keep, valid)
         return self.layer_norm(x)
+
+
+class SpeechEncoder(speech_encoder.SpeechEncoder):
+    """The encoder's products have hundreds of rows: evaluated inside :func:`~seamless_mlx.cpu.blas.many_rows`
+    (where the CPU has a faster GEMM library for those than for one-row products)."""
+
+    def __call__(self, input_features: mx.array, attention_mask: Optional[mx.array] = None):
+        with blas.many_rows():
+            out = super().__call__(input_features, attention_mask)
+            mx.eval(out[0] if out[1] is None else out)
+        return out
 
 
 class AdapterLayer(speech_encoder.AdapterLayer):

@@ -11,7 +11,7 @@ import weakref
 
 import mlx.core as mx
 
-from . import tuning
+from . import blas, tuning
 
 _CPU_STREAMS: list = []
 
@@ -61,6 +61,22 @@ def by_rows(fn, x: mx.array, *more: mx.array) -> mx.array:
     flat = [a.reshape(rows, a.shape[-1]) for a in (x, *more)]
     out = over_streams(lambda sl: fn(*(a[sl] for a in flat)), rows, groups, axis=0)
     return out.reshape(x.shape)
+
+
+def split_rows(fn, x: mx.array, *more):
+    """``fn(x, *more)`` for a row-wise ``fn`` (output frame t depends on input frame t alone) of
+    ``x [B, T, C]`` and companions with the same frames on axis 1 (``None`` allowed).  Inside
+    :func:`~seamless_mlx.cpu.blas.many_rows`, where each product runs on one BLAS thread, the
+    frames are cut into one span per CPU stream: the spans run in parallel without meeting."""
+    groups = cpu_stream_count()
+    T = x.shape[1]
+    if not blas.many_rows_active() or groups < 2 or T < groups * tuning.ROW_SPLIT_MIN_FRAMES:
+        return fn(x, *more)
+
+    def part(sl):
+        return fn(x[:, sl], *(None if a is None else a[:, sl] for a in more))
+
+    return over_streams(part, T, groups, axis=1)
 
 
 def head_groups(batch: int, heads: int, q_len: int, k_len: int) -> int:

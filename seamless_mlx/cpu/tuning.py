@@ -12,6 +12,7 @@ CPU_CORES = os.cpu_count() or 1  # read once: os.cpu_count() is slow and asked m
 
 ELEMENTWISE_SPLIT_MIN = 1 << 20  # elements: larger element-wise passes are split over CPU streams
 HEAD_PARALLEL_MIN_ELEMENTS = 1 << 20  # B*H*T*S below this: attention heads are not split
+ROW_SPLIT_MIN_FRAMES = 64  # frames per CPU stream, at least, when split_rows cuts a row-wise block
 DEPTHWISE_SPLIT_MIN = 1 << 18  # elements: a larger depthwise conv input is cut into time spans
 SPLIT_MATVEC_MIN_BYTES = 4 << 20  # a one-row product with a larger float weight is split by rows
 

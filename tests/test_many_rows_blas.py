@@ -1,0 +1,142 @@
+"""The speech encoder's second BLAS (seamless_mlx.cpu.blas.many_rows) and the frame split that goes
+with it (seamless_mlx.cpu.streams.split_rows).
+
+Which library serves which product is checked in fresh interpreters on this machine's CPU when it
+has one (a non-Intel x86 with scipy-openblas32); the choice itself is checked on given CPU
+descriptions, and the frame split's parity with transformers on any machine (it is forced on)."""
+
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+from test_speech_encoder import ATOL, features, make_pair, padding_mask
+from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import _compute_new_attention_mask
+
+from seamless_mlx import cpu
+from seamless_mlx.cpu import blas, streams, tuning
+
+AMD_ZEN5 = {"vendor": "AuthenticAMD", "flags": frozenset("sse2 avx2 fma avx512f avx512cd avx512bw avx512dq avx512vl".split())}
+AMD_ZEN3 = {"vendor": "AuthenticAMD", "flags": frozenset("sse2 avx2 fma".split())}
+INTEL = {"vendor": "GenuineIntel", "flags": AMD_ZEN5["flags"]}
+ARM = {"vendor": "", "flags": frozenset("fp asimd".split())}
+
+
+def test_openblas_is_chosen_on_non_intel_x86_only():
+    assert blas._prefers_openblas(AMD_ZEN5) and blas._prefers_openblas(AMD_ZEN3)
+    assert not blas._prefers_openblas(INTEL)
+    assert not blas._prefers_openblas(ARM)
+
+
+def test_avx512_kernels_only_where_every_subset_they_use_is_there():
+    assert blas.openblas_coretype(AMD_ZEN5["flags"]) == "SkylakeX"
+    assert blas.openblas_coretype(AMD_ZEN3["flags"]) == ""
+    assert blas.openblas_coretype(AMD_ZEN5["flags"] - {"avx512vl"}) == ""
+
+
+PROBE = r"""
+import json, os
+import seamless_mlx
+import mlx.core as mx
+import numpy as np
+from seamless_mlx.cpu import blas
+
+a, b = np.random.default_rng(0).standard_normal((2, 300, 256), dtype=np.float32)
+x, y = mx.array(a), mx.array(b)
+res = {"before": blas.bound_library(), "library": blas.many_rows_library(), "env": os.environ.get("OPENBLAS_CORETYPE")}
+with blas.many_rows():
+    with blas.many_rows():
+        inner = x @ y.T
+        mx.eval(inner)
+        res["nested"] = blas.bound_library()
+    res["inside"] = blas.bound_library()
+    res["active"] = blas.many_rows_active()
+res["after"] = blas.bound_library()
+res["active_after"] = blas.many_rows_active()
+res["error"] = float(np.abs(np.array(inner) - a @ b.T).max())
+if res["library"]:
+    import ctypes
+    get = blas._rows["lib"].scipy_openblas_get_corename
+    get.restype = ctypes.c_char_p
+    res["core"] = get().decode()
+print(json.dumps(res))
+"""
+
+
+def _probe(**env):
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+_HERE = blas._prefers_openblas(blas._cpu_info()) and bool(blas._scipy_openblas()) and sys.platform.startswith("linux")
+needs_second_blas = pytest.mark.skipif(not _HERE, reason="a non-Intel x86 CPU with scipy-openblas32 installed")
+
+
+@needs_second_blas
+def test_inside_the_block_gemms_run_on_openblas_and_on_mkl_again_after():
+    res = _probe(OPENBLAS_CORETYPE="Haswell")
+    assert res["library"] and os.path.samefile(res["inside"], res["library"])
+    assert os.path.samefile(res["nested"], res["library"])
+    assert os.path.samefile(res["after"], res["before"]) and not os.path.samefile(res["after"], res["library"])
+    assert res["active"] and not res["active_after"]
+    assert res["error"] < 1e-3  # entries up to ~60
+    # the library is loaded with the CPU's core type, and the environment is left as it was
+    assert res["core"] == (blas.openblas_coretype(blas._cpu_info()["flags"]) or res["core"])
+    assert res["env"] == "Haswell"
+
+
+@needs_second_blas
+def test_switched_off_every_product_stays_on_the_main_blas():
+    res = _probe(SEAMLESS_MLX_MANY_ROWS_BLAS="off")
+    assert res["library"] == ""
+    assert os.path.samefile(res["inside"], res["before"])
+    assert not res["active"]
+
+
+@pytest.fixture
+def split_everywhere(monkeypatch):
+    """The frame split forced on (whatever the machine's BLAS), down to a few frames per stream."""
+    monkeypatch.setattr(blas, "many_rows_active", lambda: True)
+    monkeypatch.setattr(tuning, "ROW_SPLIT_MIN_FRAMES", 4)
+    monkeypatch.setattr(tuning, "CPU_CORES", max(2, tuning.CPU_CORES))
+
+
+def test_split_rows_cuts_the_frames_over_streams(split_everywhere):
+    x = mx.random.normal((2, 40, 8))
+    seen = []
+
+    def fn(part, other):
+        seen.append((part.shape[1], other.shape[1]))
+        return part * 2 + other
+
+    other = mx.random.normal((2, 40, 1))
+    out = streams.split_rows(fn, x, other)
+    assert len(seen) == streams.cpu_stream_count() and sum(n for n, _ in seen) == 40
+    assert all(a == b for a, b in seen)
+    assert mx.allclose(out, x * 2 + other).item()
+
+
+@pytest.mark.parametrize("lengths", [[47], [50, 31]], ids=["one", "padded_batch"])
+def test_encoder_with_its_frames_split_matches_transformers(split_everywhere, lengths):
+    hf, model, _ = make_pair()
+    cpu.accelerate(model)
+    try:
+        feats, mask = features(len(lengths), max(lengths), seed=4), padding_mask(lengths)
+        with torch.no_grad():
+            ref = hf(input_features=feats, attention_mask=mask).last_hidden_state
+        ref_mask = _compute_new_attention_mask(ref, hf._compute_sub_sample_lengths_from_attention_mask(mask)).numpy()
+        out, _ = model(mx.array(feats.numpy()), mx.array(mask.numpy()))
+        out, ref = np.array(out), ref.numpy()
+        for b in range(len(lengths)):  # valid frames only: padded ones are undefined in both
+            valid = ref_mask[b].astype(bool)
+            np.testing.assert_allclose(out[b][valid], ref[b][valid], atol=ATOL, rtol=0)
+    finally:
+        cpu.plain(model)
