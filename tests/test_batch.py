@@ -201,3 +201,18 @@ def test_run_jobs_shows_outputs_in_job_order(mlx_model):
     outs = B.run_jobs(jobs, batch_size=2, on_output=lambda i, o: seen.append((i, o)))
     assert [i for i, _ in seen] == list(range(len(jobs)))
     assert all(o is outs[i] for i, o in seen)
+
+
+def test_speech_of_a_text_is_each_line_generated_alone_joined_with_gaps(mlx_model):
+    lines = ["Hello world, how are you today?", "Hi."]  # unequal lengths: one batch with padding
+    r = translate("\n".join(lines), tgt_lang="fra", src_lang="eng", speech=True, model=mlx_model, max_new_tokens=6)
+    model, proc = get_model(mlx_model, "t2st")
+    waves = []
+    for line in lines:
+        enc = proc(text=line, src_lang="eng", return_tensors="mlx")
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc.get("attention_mask"), tgt_lang="fra",
+                             generate_speech=True, max_new_tokens=6)
+        waves.append(np.array(out.waveform[0, : int(out.waveform_lengths[0].item())]))
+    want = np.concatenate([waves[0], np.zeros(int(0.2 * SR), np.float32), waves[1]])
+    assert r.audio.shape == want.shape
+    np.testing.assert_allclose(r.audio, want, atol=1e-5)
