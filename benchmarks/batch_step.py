@@ -8,10 +8,10 @@ Two parts:
   (``cpu.linear.linear``), MLX's plain ``x @ W.T``, the transposed product ``(W @ x.T).T``, the
   same split by output rows over two CPU streams (what the one-row route does), and torch's
   ``F.linear`` (in its own process: torch next to MLX slows MKL).  Random weights; no checkpoint.
-* ``--step FOLDER``: a converted full-size T2TT model: the decode step at batch 1 and 16 split into
-  the LM head and the rest, and the step with the cross-attention keys/values laid out as
-  ``cpu.attention.Attention.kv`` caches them (contiguous) against the transposed views the plain
-  ``layers.Attention.kv`` returns, alternating in one process.  Loads ~5 GB: run it under the
+* ``--step FOLDER``: a converted full-size T2TT model: the decode step at batch 1 and 16 (sources
+  of one sentence; at 16 also of three, ~100 tokens) with the cross-attention keys/values laid out
+  as ``cpu.attention.Attention.kv`` caches them (contiguous) against the transposed views the plain
+  ``layers.Attention.kv`` returns, on two caches alternating step by step; and the LM head alone.  Loads ~5 GB: run it under the
   shared lock, e.g. ``flock /work/bench/full.lock python benchmarks/batch_step.py --step
   /work/bench/mlx-fp32``.
 
@@ -88,8 +88,9 @@ def torch_gemm_rows(ms=(1, 4, 16)) -> list:
     return out
 
 
-def step_rows(folder: str, batches=(1, 16), repeats: int = 3, steps: int = 4) -> list:
-    """Decode-step milliseconds (medians) at each batch size, cross-attention layouts alternating."""
+def step_rows(folder: str, cases=((1, 1), (16, 1), (16, 3)), steps: int = 8) -> list:
+    """Decode-step milliseconds (medians) for each ``(batch, sentences per source)`` case, the two
+    cross-attention layouts on two caches of the same sources, alternating step by step."""
     sys.path.insert(0, str(HERE.parent / "tests"))
     import seamless_mlx  # noqa: F401
     import mlx.core as mx
@@ -101,38 +102,46 @@ def step_rows(folder: str, batches=(1, 16), repeats: int = 3, steps: int = 4) ->
     proc = SeamlessM4TProcessor.from_pretrained(folder)
     decoder = model.text_decoder
     out = []
-    for b in batches:
-        enc = proc(text=[CORPUS[i % len(CORPUS)] for i in range(b)], src_lang="eng", padding=True, return_tensors="mlx")
+    for b, per in cases:
+        texts = [" ".join(CORPUS[(i + k) % len(CORPUS)] for k in range(per)) for i in range(b)]
+        enc = proc(text=texts, src_lang="eng", padding=True, return_tensors="mlx")
         memory, mask = model.encode(input_ids=enc["input_ids"], attention_mask=enc.get("attention_mask"))
         mx.eval(memory)
         prefix = mx.array([[2, 3]] * b, dtype=mx.int32)
-        times = {"step, contiguous cross k/v": [], "step, transposed cross k/v": [], "LM head": []}
-        for _ in range(repeats):
-            for layout in ("contiguous", "transposed"):
-                cache = decoder.make_cache(memory)
-                for _, cross in cache:
-                    if layout == "transposed":  # the plain layers.Attention.kv layout: [B, S, H, Dh] seen as [B, H, S, Dh]
-                        cross.keys, cross.values = (mx.contiguous(t.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
-                                                    for t in (cross.keys, cross.values))
-                    mx.eval(cross.keys, cross.values)
-                h = decoder(prefix, model.shared, cache, mask)
-                tok = mx.argmax(model.lm_logits(h[:, -1, :]), axis=-1)[:, None]
-                mx.eval(tok)
-                for _ in range(steps):
-                    t = time.perf_counter()
-                    h = decoder(tok, model.shared, cache, mask)
-                    logits = model.lm_logits(h[:, -1, :])
-                    mx.eval(logits)
-                    times[f"step, {layout} cross k/v"].append(time.perf_counter() - t)
-                    tok = mx.argmax(logits, axis=-1)[:, None]
-                    last = h[:, -1, :]
-                    mx.eval(last)
+        arms = {}
+        for layout in ("contiguous", "transposed"):
+            cache = decoder.make_cache(memory)
+            for _, cross in cache:
+                if layout == "transposed":  # the plain layers.Attention.kv layout: [B, S, H, Dh] seen as [B, H, S, Dh]
+                    cross.keys, cross.values = (mx.contiguous(t.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+                                                for t in (cross.keys, cross.values))
+                mx.eval(cross.keys, cross.values)
+            h = decoder(prefix, model.shared, cache, mask)
+            tok = mx.argmax(model.lm_logits(h[:, -1, :]), axis=-1)[:, None]
+            mx.eval(tok)
+            arms[layout] = [cache, tok, []]
+        head = []
+        for _ in range(steps):
+            for layout, arm in arms.items():
+                cache, tok, ts = arm
+                t = time.perf_counter()
+                h = decoder(tok, model.shared, cache, mask)
+                logits = model.lm_logits(h[:, -1, :])
+                mx.eval(logits)
+                ts.append(time.perf_counter() - t)
+                arm[1] = mx.argmax(logits, axis=-1)[:, None]
+                last = h[:, -1, :]
+                mx.eval(last, arm[1])
+                if layout == "contiguous":
                     t = time.perf_counter()
                     mx.eval(model.lm_logits(last))
-                    times["LM head"].append(time.perf_counter() - t)
+                    head.append(time.perf_counter() - t)
+        times = {f"step, {k} cross k/v": v[2] for k, v in arms.items()}
+        times["LM head"] = head
         for what, ts in times.items():
             out.append({"batch": b, "what": what, "ms": sorted(ts)[len(ts) // 2] * 1e3,
                         "source_tokens": int(memory.shape[1]), "load": os.getloadavg()[0]})
+        del arms
     return out
 
 
