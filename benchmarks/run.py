@@ -364,6 +364,9 @@ def main():
                         "huge pages for malloc'd memory; Linux, glibc >= 2.35)")
     p.add_argument("--no-encoder-speed", action="store_true",
                    help="skip the speech encoder's stage-by-stage speed section (benchmarks/encoder_speed.py)")
+    p.add_argument("--batch", action="store_true",
+                   help="also issue 21's batch measurements (full size): throughput.py (T2TT/S2TT at batch 1, 4, 16, "
+                   "the 200-line document at 8 new tokens a line) and batch_step.py (products at 1-16 rows, decode step)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
     p.add_argument("--no-first-audio", action="store_true",
                    help="skip the time to first audio of streamed T2ST/S2ST (benchmarks/first_audio.py)")
@@ -544,6 +547,15 @@ def main():
 
         log("speech encoder stage by stage (random weights, 2 layers) ...")
         encoder_speed = {"encoder": es.rows(), "jit": es.jit_rows()}
+    batch_report = []
+    if args.batch and "mlx-fp32" in folders:  # own processes; their tables are appended to the report
+        for cmd in (["throughput.py", "--size", "full", "--batches", "1,4,16", "--sentences", "16", "--clips", "16",
+                     "--document-tokens", "8"], ["batch_step.py", "--gemm", "--step", str(folders["mlx-fp32"])]):
+            log(f"{' '.join(cmd)} ...")
+            r = subprocess.run([sys.executable, str(HERE / cmd[0]), *cmd[1:]], capture_output=True, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            batch_report += ["", f"### `{' '.join(cmd[:1] + cmd[1:-1] if cmd[0] == 'batch_step.py' else cmd)}`", "",
+                             r.stdout.strip() if r.returncode == 0 else f"failed: {r.stderr.strip()[-500:]}"]
 
     import importlib.metadata as md
 
@@ -594,6 +606,7 @@ def main():
         report += ["", "### Peak RSS: task class vs SeamlessM4Tv2Model (load + one 32-token call)", "",
                    "transformers memory-maps the safetensors: its RSS counts only the weight pages a run touched.", "",
                    fmt_classes(class_rows)]
+    report += batch_report
     report += ["", f"{meta['date']}, {meta['machine']}, {meta['cpu']}, Python {meta['python']}, mlx {meta['mlx']}, "
                f"torch {meta['torch']}, transformers {meta['transformers']}; code {meta['git']}; "
                f"{meta['minutes']} minutes, {'row' if meta['order'] == 'rows' else 'framework'}-major order"

@@ -145,8 +145,10 @@ def document_worker(args) -> dict:
 
     lines = sentences(args.document_lines)
     text = "\n".join(lines)
-    get_model(args.mlx, "t2tt")
-    kw = dict(tgt_lang="fra", src_lang="eng", model=args.mlx, max_new_tokens=args.tokens)
+    _, proc = get_model(args.mlx, "t2tt")
+    if args.document_ids_only:  # the full-size random checkpoint's test tokenizer cannot decode its ids
+        proc.decode = lambda ids, **_: f"[{len(ids)} ids]"
+    kw = dict(tgt_lang="fra", src_lang="eng", model=args.mlx, max_new_tokens=args.document_tokens or args.tokens)
     translate_document("\n".join(lines[:4]), **kw)  # warm-up
     t0 = time.perf_counter()
     one = [translate(line, **kw).text for line in lines]
@@ -156,7 +158,7 @@ def document_worker(args) -> dict:
     if len(batched.split("\n")) != len(one):
         raise SystemExit("the document lost or gained lines")
     log(f"  document of {len(lines)} lines: line by line {t1 - t0:.1f} s, batched {t2 - t1:.1f} s")
-    return {"lines": len(lines), "line_by_line_s": t1 - t0, "batched_s": t2 - t1}
+    return {"lines": len(lines), "line_by_line_s": t1 - t0, "batched_s": t2 - t1, "max_new_tokens": kw["max_new_tokens"]}
 
 
 def hf_worker(args) -> dict:
@@ -216,6 +218,9 @@ def main():
     p.add_argument("--tokens", type=int, default=32, help="new tokens forced per output")
     p.add_argument("--document-lines", type=int, default=200,
                    help="also time a document of this many lines, batched vs one call per line (0: skip)")
+    p.add_argument("--document-tokens", type=int, default=None,
+                   help="max_new_tokens of the document's lines (default --tokens); random decoders rarely stop early")
+    p.add_argument("--document-ids-only", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=("mlx", "transformers"), help=argparse.SUPPRESS)
     p.add_argument("--task", help=argparse.SUPPRESS)
     p.add_argument("--hf", help=argparse.SUPPRESS)
@@ -247,7 +252,9 @@ def main():
             log(f"{task} {fw}: done")
     if args.document_lines and "mlx" in args.frameworks.split(","):
         r = subprocess.run([sys.executable, __file__, "--worker", "mlx", "--task", "document", "--mlx", str(mlx),
-                            "--document-lines", str(args.document_lines), "--tokens", str(args.tokens)],
+                            "--document-lines", str(args.document_lines), "--tokens", str(args.tokens),
+                            "--document-tokens", str(args.document_tokens or args.tokens)]
+                           + (["--document-ids-only"] if args.size == "full" else []),
                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         if r.returncode != 0:
             log(r.stderr[-2000:])
@@ -260,7 +267,7 @@ def main():
     print(table(results))
     if "document" in results:
         d = results["document"]
-        print(f"\n{d['lines']}-line document (seamless-mlx): one call per line {d['line_by_line_s']:.1f} s, "
+        print(f"\n{d['lines']}-line document (seamless-mlx, at most {d.get('max_new_tokens')} new tokens a line): one call per line {d['line_by_line_s']:.1f} s, "
               f"translate_document (batch 16) {d['batched_s']:.1f} s: {d['line_by_line_s'] / d['batched_s']:.2f}x")
     log(f"wrote {path}")
 

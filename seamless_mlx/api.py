@@ -595,25 +595,6 @@ def _text_pieces(source: str, max_chars: int):
     return pieces, len(lines)
 
 
-def _translate_batch(m, processor, texts, src_lang, tgt, speech, speaker_id, preset, decoding):
-    """[(text, waveform or None)] for a padded batch of source texts."""
-    inputs = processor(text=texts, src_lang=src_lang.replace("__", ""), return_tensors="mlx")
-    inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
-    gen_kw = generation_kwargs(preset, int(inputs["input_ids"].shape[1]), **decoding)
-    if speech:
-        out = m.generate(
-            **inputs, tgt_lang=tgt, generate_speech=True, speaker_id=int(speaker_id),
-            return_intermediate_token_ids=True, **gen_kw,
-        )
-        lengths, wav = np.array(out.waveform_lengths), np.array(out.waveform, dtype=np.float32)
-        waves = [wav[j, : int(lengths[j])] for j in range(len(texts))]
-    else:
-        out = m.generate(**inputs, tgt_lang=tgt, generate_speech=False, **gen_kw)
-        waves = [None] * len(texts)
-    decoded = processor.batch_decode(np.array(out.sequences).tolist(), skip_special_tokens=True)
-    return [(t.strip(), w) for t, w in zip(decoded, waves)]
-
-
 def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, preset, decoding, on_text,
                     progress=False, max_chars=DEFAULT_MAX_CHARS, on_audio=None):
     """Text is translated line by line (empty lines kept): a document piped in is not one giant
@@ -624,43 +605,60 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
     gen = m.generation_config
     beams = int(decoding.get("num_beams") or gen.num_beams or 1)
     max_new = int(decoding.get("max_new_tokens") or gen.max_new_tokens or 1)
-    streaming = (on_text is not None and not speech and beams == 1) or (on_audio is not None and speech)
-    # Streamed text goes token by token, one piece at a time; speech pieces go one at a time too,
-    # since a padded batch's shorter items would get the padding units' sound.
-    batch = 1 if streaming or speech else max(1, min(TEXT_BATCH, TEXT_BATCH_POSITIONS // (beams * max_new)))
+    streaming = on_text is not None and not speech and beams == 1  # token by token, one piece at a time
+    # Streamed speech goes piece by piece: each piece's audio is out before the next one is decoded.
+    speaking = on_audio is not None and speech
+    batch = 1 if speaking else max(1, min(TEXT_BATCH, TEXT_BATCH_POSITIONS // (beams * max_new)))
     sep = "" if tgt in UNSPACED_LANGS else " "
+    src = src_lang.replace("__", "")
+    jobs = []
+    for _, text in pieces:
+        length = len(processor(text=text, src_lang=src)["input_ids"])
+        jobs.append(Job(model=m, processor=processor, tgt_lang=tgt, text=text, src_lang=src, length=length,
+                        speech=speech, speaker_id=speaker_id, gen_kwargs=generation_kwargs(preset, length, **decoding)))
+
+    def joiner(i):  # what goes between piece i - 1 and piece i
+        return "\n" if pieces[i][0] != pieces[i - 1][0] else sep
+
+    def shown(i, out):  # pieces in order; the first failure ends the call, as for a single piece
+        if isinstance(out, Exception):
+            raise out
+        if on_text is None:
+            return
+        if streaming:  # this piece's text is out already: the joiner comes before the next one's
+            if i + 1 < len(pieces):
+                on_text(joiner(i + 1))
+            return
+        if i:
+            on_text(joiner(i))
+        on_text(out.text)
+
     bar = None
     if progress and len(pieces) > batch:
         from tqdm import tqdm
 
         bar = tqdm(total=len(pieces), desc="Translating", unit="sentence", file=sys.stderr, disable=None)
-    results = []
-    for b0 in range(0, len(pieces), batch):
-        chunk = pieces[b0 : b0 + batch]
-        if streaming:
-            if b0 and on_text is not None:
-                on_text("\n" if chunk[0][0] != pieces[b0 - 1][0] else sep)
-            if b0 and on_audio is not None:
-                on_audio(np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32))
-            inputs = processor(text=chunk[0][1], src_lang=src_lang.replace("__", ""), return_tensors="mlx")
-            inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
-            src_len = int(inputs["input_ids"].shape[1])
-            gen_kw = generation_kwargs(preset, src_len, **decoding)
-            results.append(_translate_one(m, processor, inputs, src_len, tgt, speech, speaker_id, gen_kw, on_text,
-                                          on_audio))
+    try:
+        if speaking:
+            results = []
+            for i, job in enumerate(jobs):
+                if i and on_text is not None:
+                    on_text(joiner(i))
+                if i:
+                    on_audio(np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32))
+                inputs = processor(text=job.text, src_lang=src, return_tensors="mlx")
+                inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+                results.append(_translate_one(m, processor, inputs, job.length, tgt, speech, speaker_id,
+                                              job.gen_kwargs, on_text, on_audio))
+                if bar is not None:
+                    bar.update(1)
         else:
-            texts = [p for _, p in chunk]
-            out = _translate_batch(m, processor, texts, src_lang, tgt, speech, speaker_id, preset, decoding)
-            if on_text is not None:
-                for j, (text, _) in enumerate(out):
-                    if b0 + j:
-                        on_text("\n" if pieces[b0 + j][0] != pieces[b0 + j - 1][0] else sep)
-                    on_text(text)
-            results.extend(out)
+            outs = run_jobs(jobs, batch, on_progress=bar.update if bar is not None else None, on_output=shown,
+                            stream=(lambda _, piece: on_text(piece)) if streaming else None)
+            results = [(o.text, o.waveform) for o in outs]
+    finally:
         if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+            bar.close()
 
     out_lines: List[List[str]] = [[] for _ in range(n_lines)]
     segments: List[Segment] = []

@@ -27,7 +27,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import mlx.core as mx
 import numpy as np
 
-from .generate import GenerateOptions, check_target, decode_text, normalise_lang, split_kwargs, synthesize
+from .generate import (
+    GenerateOptions, check_target, decode_text, normalise_lang, split_kwargs, stream_generate, synthesize,
+)
 
 __all__ = ["Job", "JobOutput", "run_jobs", "batches"]
 
@@ -86,28 +88,70 @@ def run_jobs(
     jobs: Sequence[Job],
     batch_size: int = 16,
     on_progress: Optional[Callable[[int], None]] = None,
+    on_output: Optional[Callable[[int, Union[JobOutput, Exception]], None]] = None,
+    stream: Optional[Callable[[int, str], None]] = None,
 ) -> List[Union[JobOutput, Exception]]:
     """Translate ``jobs`` in padded batches; results in the order of ``jobs``.
 
     A job that fails gets its exception in its place (the others still run); ``on_progress(n)``
-    is called after each batch with the number of jobs it finished.
+    is called after each batch with the number of jobs it finished.  ``on_output(i, output)`` is
+    called once per job, in the order of ``jobs``, as soon as job ``i`` and every job before it are
+    done (``output`` is the job's result or its exception; an exception raised by the hook stops
+    the run): batches run in length order, a caller showing pieces as they come needs them in
+    input order.  With ``stream(i, piece)`` the jobs run one at a time in their order, and a greedy
+    text-output job is decoded token by token, ``stream`` getting each newly decoded piece of its
+    text (the pieces concatenate to the text before it is stripped); other jobs run as usual.
     """
     results: List[Union[JobOutput, Exception, None]] = [None] * len(jobs)
-    for idx in batches(jobs, batch_size):
-        try:
-            outs = _run_batch([jobs[i] for i in idx])
-        except Exception:  # noqa: BLE001 - isolate the bad job: retry one at a time
-            outs = []
-            for i in idx:
-                try:
-                    outs.extend(_run_batch([jobs[i]]))
-                except Exception as e:  # noqa: BLE001 - the job's own error, reported in its result
-                    outs.append(e)
+    shown = 0
+    order = [[i] for i in range(len(jobs))] if stream is not None else batches(jobs, batch_size)
+    for idx in order:
+        if stream is not None and _streams(jobs[idx[0]]):
+            try:
+                outs = [_stream_job(jobs[idx[0]], lambda piece, i=idx[0]: stream(i, piece))]
+            except Exception as e:  # noqa: BLE001 - the job's own error, reported in its result
+                outs = [e]
+        else:
+            try:
+                outs = _run_batch([jobs[i] for i in idx])
+            except Exception:  # noqa: BLE001 - isolate the bad job: retry one at a time
+                outs = []
+                for i in idx:
+                    try:
+                        outs.extend(_run_batch([jobs[i]]))
+                    except Exception as e:  # noqa: BLE001 - the job's own error, reported in its result
+                        outs.append(e)
         for i, o in zip(idx, outs):
             results[i] = o
         if on_progress is not None:
             on_progress(len(idx))
+        while on_output is not None and shown < len(jobs) and results[shown] is not None:
+            shown += 1
+            on_output(shown - 1, results[shown - 1])  # type: ignore[arg-type]
     return results  # type: ignore[return-value]
+
+
+def _streams(job: Job) -> bool:
+    beams = job.gen_kwargs.get("num_beams") or job.model.generation_config.num_beams or 1
+    return job.text is not None and not job.speech and int(beams) == 1
+
+
+def _stream_job(job: Job, emit: Callable[[str], None]) -> JobOutput:
+    """One greedy text job through :func:`~seamless_mlx.generate.stream_generate`: what
+    :func:`_run_batch` gives for it, with the text passed to ``emit`` as it is decoded."""
+    enc = job.processor(text=job.text, src_lang=job.src_lang, return_tensors="mlx")
+    tgt = normalise_lang(job.tgt_lang)
+    ids, pieces = [], []
+    for chunk in stream_generate(job.model, job.processor, input_ids=enc["input_ids"],
+                                 attention_mask=enc.get("attention_mask"), tgt_lang=tgt, **job.gen_kwargs):
+        if chunk.token_id is not None:
+            ids.append(chunk.token_id)
+        if chunk.text:
+            pieces.append(chunk.text)
+            emit(chunk.text)
+    gen = job.model.generation_config
+    start = GenerateOptions.resolve(gen, *split_kwargs(dict(job.gen_kwargs))).decoder_start_token_id
+    return JobOutput(text="".join(pieces).strip(), ids=[start, gen.text_decoder_lang_to_code_id[tgt]] + ids)
 
 
 def _run_batch(group: List[Job]) -> List[JobOutput]:

@@ -39,6 +39,7 @@ import numpy as np
 
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
 from .audio import load_audio
+from .batch import Job, run_jobs
 from .segment import DEFAULT_MAX_CHARS
 
 INSTALL_HINT = 'pip install "seamless-mlx[server]"'
@@ -124,15 +125,18 @@ class ApiError(Exception):
 
 
 def translate_texts(model, processor, texts: List[str], src: str, tgt: str, gen_kw: Dict[str, Any]) -> List[str]:
-    """Translate single-line ``texts`` (all ``src`` -> ``tgt``) with ONE padded ``generate`` call.
+    """Translate single-line ``texts`` (all ``src`` -> ``tgt``) as ONE padded batch
+    (:func:`seamless_mlx.batch.run_jobs`); the first failure is raised.
 
     Greedy decoding with the attention mask gives each row what it would get alone; the server
     relies on that to merge concurrent requests (tests/test_server.py checks it).
     """
-    inputs = processor(text=texts, src_lang=src, padding=True, return_tensors="mlx")
-    out = model.generate(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                         tgt_lang=tgt, generate_speech=False, **gen_kw)
-    return [processor.decode(row, skip_special_tokens=True).strip() for row in np.array(out.sequences).tolist()]
+    jobs = [Job(model=model, processor=processor, tgt_lang=tgt, text=t, src_lang=src, gen_kwargs=gen_kw) for t in texts]
+    outs = run_jobs(jobs, batch_size=max(1, len(jobs)))
+    for o in outs:
+        if isinstance(o, Exception):
+            raise o
+    return [o.text for o in outs]
 
 
 # --------------------------------------------------------------------------------------------

@@ -153,3 +153,66 @@ def test_bad_items_get_their_own_error_and_the_rest_are_done(mlx_model, clips):
     assert results[0].text == translate("Hello world.", tgt_lang="fra", src_lang="eng", model=mlx_model,
                                         max_new_tokens=MAX_NEW).text
     assert results[3].text == translate(clips[1], tgt_lang="deu", model=mlx_model, max_new_tokens=MAX_NEW).text
+
+
+# One text of several lines (a blank one among them) whose first line is cut into two sentences
+# (max_chars=40): its pieces, in order, are DOC_PIECES; between two pieces comes a newline when they
+# are on different lines, else a space.
+DOC = "The first sentence is long enough. It has a second.\n\nHi.\nA third line, longer than the second.\nOk."
+DOC_PIECES = ["The first sentence is long enough.", "It has a second.", "Hi.", "A third line, longer than the second.",
+              "Ok."]
+DOC_JOINERS = [" ", "\n", "\n", "\n"]
+
+
+def test_on_text_gets_the_pieces_of_a_text_in_order_while_batches_run_by_length(mlx_model, monkeypatch):
+    from seamless_mlx import api
+
+    monkeypatch.setattr(api, "TEXT_BATCH", 2)  # several batches, each of pieces of similar length
+    kw = dict(src_lang="eng", model=mlx_model, max_new_tokens=6, num_beams=2, max_chars=40)
+    got = []
+    r = translate(DOC, "fra", on_text=got.append, **kw)
+    alone = [translate(p, "fra", **kw).text for p in DOC_PIECES]
+    want = [alone[0]]
+    for joiner, text in zip(DOC_JOINERS, alone[1:]):
+        want += [joiner, text]
+    assert got == want
+    assert r.text == f"{alone[0]} {alone[1]}\n\n{alone[2]}\n{alone[3]}\n{alone[4]}"
+
+
+def test_a_streamed_text_is_each_piece_streamed_alone_joined_in_order(mlx_model):
+    kw = dict(src_lang="eng", model=mlx_model, max_new_tokens=6, max_chars=40)
+    got = []
+    r = translate(DOC, "fra", on_text=got.append, **kw)
+    want, texts = [], []
+    for k, piece in enumerate(DOC_PIECES):
+        if k:
+            want.append(DOC_JOINERS[k - 1])
+        streamed = []
+        texts.append(translate(piece, "fra", on_text=streamed.append, **kw).text)
+        assert len(streamed) > 1  # token by token, not the piece's text at once
+        want += streamed
+    assert got == want
+    assert r.text == f"{texts[0]} {texts[1]}\n\n{texts[2]}\n{texts[3]}\n{texts[4]}"
+
+
+def test_run_jobs_shows_outputs_in_job_order(mlx_model):
+    model, proc, jobs = _text_jobs(mlx_model)
+    seen = []
+    outs = B.run_jobs(jobs, batch_size=2, on_output=lambda i, o: seen.append((i, o)))
+    assert [i for i, _ in seen] == list(range(len(jobs)))
+    assert all(o is outs[i] for i, o in seen)
+
+
+def test_speech_of_a_text_is_each_line_generated_alone_joined_with_gaps(mlx_model):
+    lines = ["Hello world, how are you today?", "Hi."]  # unequal lengths: one batch with padding
+    r = translate("\n".join(lines), tgt_lang="fra", src_lang="eng", speech=True, model=mlx_model, max_new_tokens=6)
+    model, proc = get_model(mlx_model, "t2st")
+    waves = []
+    for line in lines:
+        enc = proc(text=line, src_lang="eng", return_tensors="mlx")
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc.get("attention_mask"), tgt_lang="fra",
+                             generate_speech=True, max_new_tokens=6)
+        waves.append(np.array(out.waveform[0, : int(out.waveform_lengths[0].item())]))
+    want = np.concatenate([waves[0], np.zeros(int(0.2 * SR), np.float32), waves[1]])
+    assert r.audio.shape == want.shape
+    np.testing.assert_allclose(r.audio, want, atol=1e-5)

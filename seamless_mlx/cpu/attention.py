@@ -55,6 +55,12 @@ class Attention(layers.Attention):
         self.__dict__["_qkv"] = (weight, bias, tuple(p.weight for p in projs))
         return self.__dict__["_qkv"]
 
+    def kv(self, x: mx.array):
+        """Projected keys and values ``[B, H, S, Dh]``, laid out contiguously: the decoder's
+        cross-attention reads them at every step, and the attention's batched products copy a
+        transposed view (``[B, S, H, Dh]`` seen as ``[B, H, S, Dh]``) each time they read one."""
+        return tuple(mx.contiguous(t) for t in super().kv(x))
+
     def __call__(self, x: mx.array, mask=None, memory: Optional[mx.array] = None, cache=None) -> mx.array:
         H, Dh = self.num_heads, self.head_dim
         if isinstance(cache, CrossCache):
