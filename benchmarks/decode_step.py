@@ -13,9 +13,9 @@ positions, and the number of graph nodes (primitives) one step puts in front of 
 The kinds alternate round by round inside one process (A/B), so a machine busy with other work
 skews both alike.
 
-Quarter section: ``benchmarks/throughput.py``'s ``--size quarter`` checkpoint (v2-large's vocabulary
-and heads; 512 wide, 6 + 6 text layers, 6 conformer layers; T2U and vocoder at full size), built
-and converted once in ``benchmarks/.cache``; each framework x task in its own process through
+Quarter section: ``benchmarks/throughput.py``'s ``--size quarter`` shapes (v2-large's vocabulary
+and heads; 512 wide, 6 + 6 text layers, 6 conformer layers; T2U 512 wide, vocoder at full size),
+built and converted once in ``benchmarks/.cache/decode-quarter-*``; each framework x task in its own process through
 ``benchmarks/_worker.py``, as ``run.py`` times the full-size rows.
 """
 
@@ -33,6 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+CACHE = HERE / ".cache"
 QUARTER_ROWS = ("t2tt", "s2tt-10s", "t2st", "s2st-10s")
 KINDS = ("eager", "compiled")
 
@@ -95,11 +96,12 @@ def step_rows(folder: str, routes=("plain", "cpu"), rounds: int = 5, steps: int 
                 times[kind] += t
         for kind in KINDS:
             rows.append({"route": route, "kind": kind, "step_ms": statistics.median(times[kind]) * 1e3,
-                         "nodes": nodes[kind], "steps_timed": len(times[kind])})
+                         "nodes": nodes[kind], "steps_timed": len(times[kind]),
+                         "used": (kind == "compiled") == model.text_decoder.compile_steps})
     weights = sum(v.nbytes for k, v in _flat(model.parameters()) if k.startswith(("text_decoder.", "shared.")))
     for r in rows:
         r.update(folder=str(folder), device=device, decoder_and_head_bytes=weights,
-                 load_average=os.getloadavg()[0], default_compiled=model.text_decoder.compile_steps)
+                 load_average=os.getloadavg()[0])
     return rows
 
 
@@ -122,11 +124,22 @@ def step_rows_subprocess(folder, device: str = "cpu", lock: str | None = None, t
 
 
 def quarter_folders():
-    """``(transformers folder, converted MLX folder)`` of the quarter-size checkpoint, built once."""
+    """``(transformers folder, converted MLX folder)`` of the quarter-size checkpoint, built and
+    converted once, each in a subprocess (their memory is freed)."""
     sys.path.insert(0, str(HERE))
-    from throughput import ensure_checkpoint
+    from throughput import QUARTER
 
-    return ensure_checkpoint("quarter")
+    hf, mlx = CACHE / "decode-quarter-hf", CACHE / "decode-quarter-mlx"
+    # the T2U's variance predictors read decoder states: their width follows the model's
+    overrides = dict(QUARTER, t2u_variance_predictor_embed_dim=QUARTER["hidden_size"])
+    if not (hf / "config.json").exists():
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); "
+                        f"from checkpoints import build_checkpoint; "
+                        f"build_checkpoint({str(hf)!r}, seed=0, full_size=True, overrides={overrides!r})"], check=True)
+    if not (mlx / "config.json").exists():
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                        f"from seamless_mlx.convert import convert; convert({str(hf)!r}, {str(mlx)!r})"], check=True)
+    return hf, mlx
 
 
 def quarter_task_rows(worker, repeats: int = 3, tokens: int = 32, device: str = "cpu") -> dict:
@@ -155,7 +168,7 @@ def fmt_steps(rows) -> str:
             continue
         eager = by.get((r["folder"], r["route"], "eager"))
         ratio = f"{r['step_ms'] / eager['step_ms']:.2f}x" if r["kind"] == "compiled" and eager else "-"
-        used = " (used)" if (r["kind"] == "compiled") == (r["default_compiled"] or r["route"] == "plain") else ""
+        used = " (used)" if r["used"] else ""
         lines.append(f"| {Path(r['folder']).name} ({r['decoder_and_head_bytes'] / 1e9:.2f} GB decoder + head) | "
                      f"{r['route']} | {r['kind']}{used} | {r['step_ms']:.2f} | {r['nodes']} | {ratio} |")
     return "\n".join(lines)

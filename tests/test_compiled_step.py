@@ -159,3 +159,14 @@ def test_compiled_step_follows_replaced_weights(built):
         assert np.abs(after - before).max() > 1e-3
     finally:
         norm.weight = old
+
+
+@pytest.mark.parametrize("route_name", ["plain", "cpu"])
+def test_plain_route_compiles_its_steps_and_the_cpu_route_does_not(built, route_name):
+    """The plain modules (Metal, CUDA) take the compiled step by default; the CPU twins the eager one."""
+    model, _, proc = built
+    use_route(model, route_name)
+    _, ids, mask = _inputs(proc, TEXTS[:1])
+    model.text_decoder.__dict__.pop("_compiled_steps", None)
+    model.generate(input_ids=ids, attention_mask=mask, tgt_lang="fra", max_new_tokens=4)
+    assert bool(model.text_decoder.__dict__.get("_compiled_steps")) == (route_name == "plain")
