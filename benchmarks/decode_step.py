@@ -111,13 +111,11 @@ def _flat(tree):
     return tree_flatten(tree)
 
 
-def step_rows_subprocess(folder, device: str = "cpu", lock: str | None = None, timeout: int = 900) -> list:
-    """:func:`step_rows` in a fresh process (under ``flock lock`` when given: the full-size model)."""
-    cmd = [sys.executable, __file__, "--folder", str(folder), "--device", device, "--json"]
-    if lock:
-        cmd = ["flock", lock] + cmd
+def step_rows_subprocess(folder, device: str = "cpu", routes: str = "plain,cpu", timeout: int = 900) -> list:
+    """:func:`step_rows` in a fresh process."""
+    cmd = [sys.executable, __file__, "--folder", str(folder), "--device", device, "--routes", routes, "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "MLX_ENABLE_TF32": "0"})
     if p.returncode != 0:
         return [{"folder": str(folder), "error": (p.stderr.strip().splitlines() or ["failed"])[-1]}]
     return json.loads(p.stdout.strip().splitlines()[-1])

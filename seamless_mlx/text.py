@@ -146,14 +146,20 @@ class DecoderSteps:
     cache buffers keep their shape from step to step (they grow by whole ``KVCache.step`` blocks,
     each new capacity compiled once), the write position is an input, and the cross-attention
     keys/values are inputs computed once.  Other calls (the prefix, a whole sequence) run eagerly.
+    Compiled, the memory is padded (and masked) to a multiple of ``memory_block`` positions, so
+    that sources of similar lengths share one compiled graph instead of tracing one each.
     """
+
+    memory_block = 64
 
     def __init__(self, decoder: TextDecoder, embed: nn.Embedding, memory: mx.array,
                  memory_mask: Optional[mx.array] = None, compiled: Optional[bool] = None):
         self.decoder, self.embed = decoder, embed
+        self.compiled = decoder.compile_steps if compiled is None else compiled
+        if self.compiled:
+            memory, memory_mask = pad_memory(memory, memory_mask, self.memory_block)
         self.memory_mask = memory_mask
         self.cache = decoder.make_cache(memory)
-        self.compiled = decoder.compile_steps if compiled is None else compiled
 
     def __call__(self, tokens: mx.array, rows: Optional[mx.array] = None):
         kv0 = self.cache[0][0]
@@ -179,6 +185,22 @@ class DecoderSteps:
             kv.keys, kv.values = buffers[2 * i], buffers[2 * i + 1]
             kv.offset = offset + L
         return logits, h
+
+
+def pad_memory(memory: mx.array, memory_mask: Optional[mx.array], block: int):
+    """``memory`` ``[B, S, D]`` zero-padded to a multiple of ``block`` positions, and its mask
+    (1/0 ``[B, S]`` or additive ``[B, 1, 1, S]``; made when None) hiding the padding."""
+    B, S, _ = memory.shape
+    pad = -S % block
+    if not pad:
+        return memory, memory_mask
+    memory = mx.pad(memory, [(0, 0), (0, pad), (0, 0)])
+    if memory_mask is None:
+        memory_mask = mx.ones((B, S), dtype=mx.int32)
+    if memory_mask.ndim == 4:
+        hidden = mx.array(mx.finfo(memory_mask.dtype).min, dtype=memory_mask.dtype)
+        return memory, mx.pad(memory_mask, [(0, 0), (0, 0), (0, 0), (0, pad)], constant_values=hidden)
+    return memory, mx.pad(memory_mask, [(0, 0), (0, pad)])
 
 
 def compiled_step(decoder: TextDecoder, embed: nn.Embedding, with_mask: bool, with_rows: bool):
