@@ -160,6 +160,8 @@ class DecoderSteps:
             memory, memory_mask = pad_memory(memory, memory_mask, self.memory_block)
         self.memory_mask = memory_mask
         self.cache = decoder.make_cache(memory)
+        self._compiled = {}
+        self._bias = cross_bias(memory_mask, memory.dtype)  # the compiled steps' memory mask, made once
 
     def __call__(self, tokens: mx.array, rows: Optional[mx.array] = None):
         kv0 = self.cache[0][0]
@@ -173,14 +175,18 @@ class DecoderSteps:
         offset = kv0.offset
         for kv, _ in self.cache:
             kv.reserve(kv.keys.shape[0], kv.keys.shape[1], L, kv.keys.shape[3], kv.keys.dtype)
-        bias = cross_bias(self.memory_mask, kv0.keys.dtype)
+        bias = self._bias
         args = [tokens, mx.array(offset, dtype=mx.int32), self.decoder._positions.table_for(L, offset)]
         args += [a for a in (bias, rows) if a is not None]
         for kv, cross in self.cache:
             args += [cross.keys, cross.values]
         for kv, _ in self.cache:
             args += [kv.keys, kv.values]
-        logits, h, *buffers = compiled_step(self.decoder, self.embed, bias is not None, rows is not None)(*args)
+        kind = (bias is not None, rows is not None)
+        fn = self._compiled.get(kind)
+        if fn is None:  # looked up once per search: the weights do not change during one
+            fn = self._compiled[kind] = compiled_step(self.decoder, self.embed, *kind)
+        logits, h, *buffers = fn(*args)
         for i, (kv, _) in enumerate(self.cache):
             kv.keys, kv.values = buffers[2 * i], buffers[2 * i + 1]
             kv.offset = offset + L
