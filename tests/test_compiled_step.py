@@ -15,6 +15,7 @@ from routes import use_route
 
 import seamless_mlx as sm
 from seamless_mlx.cache import KVCache
+from seamless_mlx.cpu import tuning
 from seamless_mlx.text import DecoderSteps
 
 TEXTS = [
@@ -39,10 +40,14 @@ def built(request, tiny_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture
-def pair(built, route):
+def pair(built, route, monkeypatch):
+    """``built`` on each route; ``pair[3](compiled)`` makes its decoder's steps compiled or eager."""
     use_route(built[0], route)
-    yield built
-    built[0].text_decoder.__dict__.pop("compile_steps", None)
+
+    def set_compiled(compiled: bool):
+        monkeypatch.setattr(type(built[0].text_decoder), "compile_steps", compiled)
+
+    return (*built, set_compiled)
 
 
 def _inputs(proc, texts=TEXTS):
@@ -50,8 +55,9 @@ def _inputs(proc, texts=TEXTS):
     return enc, mx.array(enc["input_ids"].numpy()), mx.array(enc["attention_mask"].numpy())
 
 
-def _generate(model, compiled: bool, ids, mask, **kw):
-    model.text_decoder.compile_steps = compiled
+def _generate(pair, compiled: bool, ids, mask, **kw):
+    model, set_compiled = pair[0], pair[3]
+    set_compiled(compiled)
     out = model.generate(input_ids=ids, attention_mask=mask, tgt_lang="fra", **kw)
     return out.sequences.tolist()
 
@@ -61,7 +67,7 @@ def _hf_generate(hf, enc, **kw):
 
 
 def test_compiled_steps_equal_eager_steps(pair):
-    model, _, proc = pair
+    model, _, proc, _ = pair
     _, ids, mask = _inputs(proc)
     memory, mask = model.encode_text(ids, mask)
     dec = model.text_decoder
@@ -81,11 +87,11 @@ def test_compiled_steps_equal_eager_steps(pair):
 
 
 def test_greedy_batch_with_rows_ending_early_matches_eager_and_transformers(pair):
-    model, hf, proc = pair
+    model, hf, proc, _ = pair
     enc, ids, mask = _inputs(proc)
     ref = _hf_generate(hf, enc, max_new_tokens=16)
-    assert _generate(model, True, ids, mask, max_new_tokens=16) == ref
-    assert _generate(model, False, ids, mask, max_new_tokens=16) == ref
+    assert _generate(pair, True, ids, mask, max_new_tokens=16) == ref
+    assert _generate(pair, False, ids, mask, max_new_tokens=16) == ref
 
 
 def test_early_eos_checkpoint_has_rows_ending_at_different_steps(built):
@@ -102,31 +108,31 @@ def test_early_eos_checkpoint_has_rows_ending_at_different_steps(built):
 @pytest.mark.parametrize("kw", [dict(num_beams=3, max_new_tokens=10, num_return_sequences=2),
                                 dict(num_beams=2, max_new_tokens=8, early_stopping=True)], ids=["b3r2", "b2-early"])
 def test_beam_search_matches_eager_and_transformers(pair, kw):
-    model, hf, proc = pair
+    model, hf, proc, _ = pair
     enc, ids, mask = _inputs(proc)
     ref = _hf_generate(hf, enc, **kw)
-    assert _generate(model, True, ids, mask, **kw) == ref
-    assert _generate(model, False, ids, mask, **kw) == ref
+    assert _generate(pair, True, ids, mask, **kw) == ref
+    assert _generate(pair, False, ids, mask, **kw) == ref
 
 
 @pytest.mark.parametrize("kw", [dict(do_sample=True, top_k=0, max_new_tokens=12),
                                 dict(do_sample=True, num_beams=2, max_new_tokens=8)], ids=["sample", "beam-sample"])
 def test_sampling_with_a_seed_matches_eager(pair, kw):
-    model, _, proc = pair
+    model, _, proc, _ = pair
     _, ids, mask = _inputs(proc)
     mx.random.seed(11)
-    compiled = _generate(model, True, ids, mask, **kw)
+    compiled = _generate(pair, True, ids, mask, **kw)
     mx.random.seed(11)
-    assert _generate(model, False, ids, mask, **kw) == compiled
+    assert _generate(pair, False, ids, mask, **kw) == compiled
 
 
 def test_cache_growth_past_the_preallocated_block(pair, monkeypatch):
     """Blocks of 4 positions: the compiled step meets three new capacities in 14 tokens."""
-    model, hf, proc = pair
+    model, hf, proc, _ = pair
     monkeypatch.setattr(KVCache, "step", 4)
     enc, ids, mask = _inputs(proc)
     ref = _hf_generate(hf, enc, max_new_tokens=14, min_new_tokens=14)
-    assert _generate(model, True, ids, mask, max_new_tokens=14, min_new_tokens=14) == ref
+    assert _generate(pair, True, ids, mask, max_new_tokens=14, min_new_tokens=14) == ref
     memory, mmask = model.encode_text(ids, mask)
     step = DecoderSteps(model.text_decoder, model.shared, memory, mmask, compiled=True)
     tokens = mx.array([[3, 5]] * len(TEXTS))
@@ -161,12 +167,14 @@ def test_compiled_step_follows_replaced_weights(built):
         norm.weight = old
 
 
-@pytest.mark.parametrize("route_name", ["plain", "cpu"])
-def test_plain_route_compiles_its_steps_and_the_cpu_route_does_not(built, route_name):
-    """The plain modules (Metal, CUDA) take the compiled step by default; the CPU twins the eager one."""
+@pytest.mark.parametrize("route_name,limit,compiles", [("plain", 0, True), ("cpu", 0, False), ("cpu", 1 << 30, True)])
+def test_which_routes_compile_their_steps(built, monkeypatch, route_name, limit, compiles):
+    """The plain modules (Metal, CUDA) always take the compiled step; the CPU twins only for a
+    decoder within ``tuning.COMPILED_STEP_MAX_BYTES``."""
+    monkeypatch.setattr(tuning, "COMPILED_STEP_MAX_BYTES", limit)
     model, _, proc = built
     use_route(model, route_name)
     _, ids, mask = _inputs(proc, TEXTS[:1])
     model.text_decoder.__dict__.pop("_compiled_steps", None)
     model.generate(input_ids=ids, attention_mask=mask, tgt_lang="fra", max_new_tokens=4)
-    assert bool(model.text_decoder.__dict__.get("_compiled_steps")) == (route_name == "plain")
+    assert bool(model.text_decoder.__dict__.get("_compiled_steps")) == compiles

@@ -8,6 +8,7 @@ from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 from .. import layers, speech_encoder, t2u, text, vocoder
 from . import tuning
@@ -21,10 +22,14 @@ class FeedForward(layers.FeedForward):
 
 
 class TextDecoder(text.TextDecoder):
-    """The one-token steps run eagerly: on the CPU the compiled step measured no faster than the
-    CPU twins op by op at a quarter of v2-large, and slower at v2-large (benchmarks/README.md)."""
+    """One-token steps run compiled only for a decoder of at most ``tuning.COMPILED_STEP_MAX_BYTES``
+    of weights, where the per-operation cost is most of a step: on the CPU the compiled step measured
+    faster for a tiny decoder, level at a quarter of v2-large and slower at v2-large
+    (benchmarks/README.md)."""
 
-    compile_steps = False
+    @property
+    def compile_steps(self) -> bool:
+        return sum(v.nbytes for _, v in tree_flatten(self.parameters())) <= tuning.COMPILED_STEP_MAX_BYTES
 
 
 class ConformerFeedForward(speech_encoder.ConformerFeedForward):
