@@ -23,9 +23,8 @@ class FeedForward(layers.FeedForward):
 
 class TextDecoder(text.TextDecoder):
     """One-token steps run compiled only for a decoder of at most ``tuning.COMPILED_STEP_MAX_BYTES``
-    of weights, where the per-operation cost is most of a step: on the CPU the compiled step measured
-    faster for a tiny decoder, level at a quarter of v2-large and slower at v2-large
-    (benchmarks/README.md)."""
+    of weights: on the CPU the compiled step measured faster than the twins op by op for a tiny
+    decoder and at a quarter of v2-large, and slower at v2-large (benchmarks/README.md)."""
 
     @property
     def compile_steps(self) -> bool:
