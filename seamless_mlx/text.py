@@ -12,7 +12,6 @@ from typing import List, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
-
 from mlx.utils import tree_flatten
 
 from .cache import CrossCache, KVCache
