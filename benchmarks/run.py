@@ -45,6 +45,7 @@ HF = CACHE / "full-hf"
 sys.path.insert(0, str(HERE))
 from _worker import ROWS  # noqa: E402  (imports nothing heavy)
 import first_audio  # noqa: E402  (imports nothing heavy)
+import decode_step  # noqa: E402  (imports nothing heavy)
 
 TOKENS = 32
 FRAMEWORKS = ["transformers", "mlx-fp32", "mlx-q8", "mlx-q4"]
@@ -348,6 +349,8 @@ def main():
     p.add_argument("--skip-build", action="store_true", help="do not build or convert checkpoints")
     p.add_argument("--no-profile", action="store_true", help="skip the per-phase profiles")
     p.add_argument("--no-blas", action="store_true", help="skip the BLAS comparison")
+    p.add_argument("--no-decode-step", action="store_true",
+                   help="skip the decode-step section (eager vs compiled step; quarter-size model vs transformers)")
     p.add_argument("--order", choices=("frameworks", "rows"), default="frameworks",
                    help="frameworks: each framework through all rows (its files stay in the page cache); "
                    "rows: each row through all frameworks back to back (less exposed to the machine "
@@ -512,6 +515,16 @@ def main():
         log("time to first audio, streamed t2st and s2st-10s (mlx-fp32) ...")
         audio_rows = first_audio.run(folders["mlx-fp32"], args.tokens)
         log(first_audio.fmt(audio_rows))
+    decode = {}
+    if rows and not args.no_decode_step and "mlx-fp32" in folders:
+        log("decode step, eager vs compiled: v2-large and quarter size ...")
+        routes = "plain" if gpu else "plain,cpu"
+        quarter = decode_step.quarter_folders()[1]
+        decode["steps"] = [r for f in (folders["mlx-fp32"], quarter)
+                           for r in decode_step.step_rows_subprocess(f, args.device, routes)]
+        log("quarter-size model vs transformers: " + ", ".join(decode_step.QUARTER_ROWS) + " ...")
+        decode["quarter"] = decode_step.quarter_task_rows(worker, repeats=min(args.repeats, 2), tokens=args.tokens,
+                                                          device=args.device)
 
     enc_rows, class_rows = [], []
     if memory:
@@ -581,7 +594,7 @@ def main():
         "minutes": round((time.time() - started) / 60, 1),
     }
     raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows,
-           "first_audio": audio_rows, "encoder_speed": encoder_speed}
+           "first_audio": audio_rows, "encoder_speed": encoder_speed, "decode_step": decode}
     out.write_text(json.dumps(raw, indent=2))  # before formatting: a formatting bug loses nothing
     title = f"GPU: {', '.join(n for n in sorted(names) if n != 'cpu')}" if gpu else "CPU"
     report = [f"## seamless-mlx vs transformers ({title})", "", fmt_main(results, args.tokens, gpu)]
@@ -593,6 +606,10 @@ def main():
     if gpu:
         report += ["", "mlx-fp32: `MLX_ENABLE_TF32=0` (full float32 products, like torch's default); mlx-tf32: MLX's "
                    "default on CUDA (TF32 products). transformers: float32, torch's defaults."]
+    if decode:
+        report += ["", "### Decode step: eager vs compiled (T2TT, one token, KV cache of 18)", "",
+                   decode_step.fmt_steps(decode["steps"]), "", "### Quarter-size model vs transformers", "",
+                   decode_step.fmt_quarter(decode["quarter"])]
     if blas:
         report += ["", "### MLX T2TT by BLAS library", "", fmt_blas(blas)]
     if audio_rows:

@@ -9,7 +9,7 @@ understands is an error, never silently ignored.
 The pieces: :mod:`seamless_mlx.search` holds the search loops (greedy/sampling, beam) over one
 step function, :mod:`seamless_mlx.sample_utils` the logits processors and samplers; this module
 builds the step function from the model (any object with ``encode``, ``text_decoder``, ``shared``,
-``lm_logits``, ``generation_config`` and ``config``; the T2U model and vocoder for speech).
+``generation_config`` and ``config``; the T2U model and vocoder for speech).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from .sample_utils import make_logits_processors, make_sampler, make_warper
 from .search import DecodeStep, beam_search, greedy_search
 from .t2u import char_inputs, select_units, t2u_attention_mask, units_for_vocoder
+from .text import DecoderSteps
 from .vocoder import FIRST_WINDOW, LARGEST_WINDOW, window_spans
 
 # fairseq's vocabulary layout, which every SeamlessM4T tokenizer uses: <pad>=0, <unk>=1, <s>=2, </s>=3
@@ -281,22 +282,13 @@ def _check_lang(lang: str, table: Dict[str, int], what: str, hint: str = ""):
 
 
 def decoder_step(model, memory: mx.array, memory_mask: Optional[mx.array]):
-    """The step function the searches run on, with a fresh KV cache for ``memory`` ``[B, S, D]``.
+    """The step function the searches run, with a fresh KV cache for ``memory`` ``[B, S, D]``
+    (a :class:`~seamless_mlx.text.DecoderSteps`).
 
     ``step(tokens [B, L], rows=None) -> (logits [B, V] of the last position, hidden [B, L, D])``;
     ``rows`` ``[B]`` first gathers the cache's batch rows (beam search's reordering).
     """
-    decoder = model.text_decoder
-    cache = decoder.make_cache(memory)
-
-    def step(tokens: mx.array, rows: Optional[mx.array] = None):
-        if rows is not None:
-            for self_attention, _ in cache:  # cross-attention rows are the same within an item
-                self_attention.reorder(rows)
-        h = decoder(tokens, model.shared, cache, memory_mask)
-        return model.lm_logits(h[:, -1, :]), h
-
-    return step
+    return DecoderSteps(model.text_decoder, model.shared, memory, memory_mask)
 
 
 def _repeat(x: Optional[mx.array], n: int) -> Optional[mx.array]:

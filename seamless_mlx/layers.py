@@ -52,10 +52,17 @@ class SinusoidalPositions:
 
     def from_ids(self, input_ids: mx.array, offset: int = 0) -> mx.array:
         """Positions for token ids ``[B, T]``; pads keep position ``padding_idx``."""
+        return self.table_for(input_ids.shape[1], offset)[self.ids(input_ids, offset)]
+
+    def table_for(self, length: int, offset: int) -> mx.array:
+        """The table, long enough for ``length`` tokens after ``offset``."""
+        self._ensure(self.padding_idx + 2 + length + offset)
+        return self.table
+
+    def ids(self, input_ids: mx.array, offset) -> mx.array:
+        """Row of the table for each token of ``[B, T]``; ``offset`` an int or an int32 array."""
         mask = (input_ids != self.padding_idx).astype(mx.int32)
-        pos = (mx.cumsum(mask, axis=1) + offset) * mask + self.padding_idx
-        self._ensure(self.padding_idx + 2 + input_ids.shape[1] + offset)
-        return self.table[pos]
+        return (mx.cumsum(mask, axis=1) + offset) * mask + self.padding_idx
 
     def sequential(self, length: int, offset: int = 0) -> mx.array:
         """``[length, dim]`` rows for an unpadded sequence starting at ``offset``."""

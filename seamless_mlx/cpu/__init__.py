@@ -31,7 +31,7 @@ except ImportError as e:  # Linux: the mlx package without a backend wheel
     ) from e
 import mlx.nn as nn  # noqa: E402
 
-from .. import layers, quantize, speech_encoder, t2u, vocoder  # noqa: E402
+from .. import layers, quantize, speech_encoder, t2u, text, vocoder  # noqa: E402
 from . import attention, blocks, conv, linear, ops  # noqa: E402
 
 # plain class -> its CPU subclass (exact classes only: a user's own subclass is left alone)
@@ -53,6 +53,7 @@ SWAPS = {
     speech_encoder.AdapterLayer: blocks.AdapterLayer,
     speech_encoder.SpeechEncoder: blocks.SpeechEncoder,
     t2u.T2UDecoderLayer: blocks.T2UDecoderLayer,
+    text.TextDecoder: blocks.TextDecoder,
     vocoder.HifiGan: blocks.HifiGan,
 }
 

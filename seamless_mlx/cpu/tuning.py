@@ -24,6 +24,10 @@ DEQUANTIZE_MIN_ROWS = 8  # a quantized product with this many rows dequantizes a
 QUANTIZED_SPLIT_ROWS = 64  # output rows per stream, at least, of a split quantized product
 STACKED_TAPS_MAX_RATIO = 4  # a conv with T_out <= this * Cin is one GEMM over stacked taps
 
+# text decoder: one-token steps compiled (mx.compile) only for decoder weights up to this size
+# (faster at 0.1 and 100 MB, slower at v2-large's 2.4 GB; nothing measured in between)
+COMPILED_STEP_MAX_BYTES = 512 << 20
+
 # speech encoder: long inputs in blocks whose buffers the allocators can reuse
 ATTENTION_SLICE_BYTES = 64 << 20  # above this, [T, T] attention tensors are built in blocks
 ATTENTION_BLOCK_BYTES = 8 << 20  # ... of one head and this many bytes of [rows, T] scores
