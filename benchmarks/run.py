@@ -360,6 +360,8 @@ def main():
     p.add_argument("--hugepages", action="store_true",
                    help="run every worker, transformers' too, with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent "
                         "huge pages for malloc'd memory; Linux, glibc >= 2.35)")
+    p.add_argument("--vocoder-seconds", default="5,30,90",
+                   help="the CPU vocoder alone vs transformers' on these audio lengths (benchmarks/vocoder_speed.py); 'none' skips it")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
     p.add_argument("--baseline", default=None,
                    help="results JSON of an earlier run (same rows and checkpoint): its measurements are "
@@ -498,6 +500,12 @@ def main():
             blas[name] = r
             log(f"  {r.get('seconds', float('nan')):.2f} s with {r.get('blas', r.get('error'))}")
 
+    voc_rows = []
+    if not gpu and args.vocoder_seconds != "none" and not args.memory_only:
+        import vocoder_speed
+
+        log("vocoder alone (CodeHiFiGAN, v2-large config) ...")
+        voc_rows = vocoder_speed.run([float(s) for s in args.vocoder_seconds.split(",")], args.repeats, log=log)
     enc_rows, class_rows = [], []
     if memory:
         for fw in ("mlx", "transformers"):
@@ -549,7 +557,8 @@ def main():
         "load_average_after_rows": loads,
         "minutes": round((time.time() - started) / 60, 1),
     }
-    raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows}
+    raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows,
+           "vocoder": voc_rows}
     out.write_text(json.dumps(raw, indent=2))  # before formatting: a formatting bug loses nothing
     title = f"GPU: {', '.join(n for n in sorted(names) if n != 'cpu')}" if gpu else "CPU"
     report = [f"## seamless-mlx vs transformers ({title})", "", fmt_main(results, args.tokens, gpu)]
@@ -563,6 +572,8 @@ def main():
                    "default on CUDA (TF32 products). transformers: float32, torch's defaults."]
     if blas:
         report += ["", "### MLX T2TT by BLAS library", "", fmt_blas(blas)]
+    if voc_rows:
+        report += ["", "### The vocoder alone on the CPU (benchmarks/vocoder_speed.py)", "", vocoder_speed.markdown(voc_rows)]
     if enc_rows:
         report += ["", "### Speech encoder peak memory (v2-large shapes)", "", fmt_encoder(enc_rows)]
     if class_rows:

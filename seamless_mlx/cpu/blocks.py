@@ -11,6 +11,7 @@ import mlx.nn as nn
 
 from .. import layers, speech_encoder, t2u, vocoder
 from . import tuning
+from .conv import conv1d
 from .linear import linear_act, linear_glu
 from .ops import activation, glu
 
@@ -96,3 +97,39 @@ class HifiGan(vocoder.HifiGan):
             x = acc / n
         x = self.conv_post(nn.leaky_relu(x, 0.01))
         return mx.tanh(x)[..., 0]
+
+
+class ResidualBlock(vocoder.ResidualBlock):
+    """Padded once, then every convolution without padding.
+
+    The input gets zero margins as wide as the block's whole receptive field; each convolution then
+    runs "valid" (its per-tap products need no padded copy of its input) and eats its own padding
+    off the margins.  What the plain block's zero padding would see there is restored by zeroing
+    the margin rows of each leaky ReLU's output in place.  The residual (plus the second conv's
+    bias) starts the second conv's accumulator, so no separate add pass is made either.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        T = x.shape[1]
+        kernel = self.convs2[0].weight.shape[1]
+        pads = [(c.dilation * (kernel - 1) // 2, (kernel - 1) // 2) for c in self.convs1]
+        margin = sum(p1 + p2 for p1, p2 in pads)
+        x = mx.pad(x, [(0, 0), (margin, margin), (0, 0)])
+        for (conv1, conv2), (p1, p2) in zip(zip(self.convs1, self.convs2), pads):
+            # x: margin rows of garbage (or zeros) each side of the T true frames
+            h = conv1d(_leaky_zero_margins(x, margin, T, self.slope), conv1.weight, conv1.bias, dilation=conv1.dilation)
+            margin -= p1
+            start = p1 + p2
+            residual = x[:, start : start + T + 2 * (margin - p2)] + conv2.bias
+            x = conv1d(_leaky_zero_margins(h, margin, T, self.slope), conv2.weight, residual)
+            margin -= p2
+        return x
+
+
+def _leaky_zero_margins(x: mx.array, margin: int, length: int, slope: float) -> mx.array:
+    """``leaky_relu(x)`` with its first and last ``margin`` frames set to zero (in place)."""
+    y = nn.leaky_relu(x, slope)
+    if margin:
+        y[:, :margin] = 0.0
+        y[:, margin + length :] = 0.0
+    return y

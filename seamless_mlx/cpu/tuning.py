@@ -27,3 +27,8 @@ STACKED_TAPS_MAX_RATIO = 4  # a conv with T_out <= this * Cin is one GEMM over s
 ATTENTION_SLICE_BYTES = 64 << 20  # above this, [T, T] attention tensors are built in blocks
 ATTENTION_BLOCK_BYTES = 8 << 20  # ... of one head and this many bytes of [rows, T] scores
 FFN_BLOCK_BYTES = 16 << 20  # a feed-forward whose [T, intermediate] activations are larger: row blocks
+
+# glibc's allocator (memory.keep_freed_buffers): buffers up to this size come from the heap ...
+MALLOC_MMAP_THRESHOLD_BYTES = 256 << 20
+# ... and up to this much freed memory stays at the top of the heap (0 for either: glibc's default)
+MALLOC_TRIM_THRESHOLD_BYTES = 512 << 20
