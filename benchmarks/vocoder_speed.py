@@ -13,7 +13,8 @@ its converter's ``sanitize`` and runs on the CPU route (``seamless_mlx.cpu.accel
 Each framework runs in its own worker process (torch next to MLX in one process changes MKL's
 threading layer, see benchmarks/README.md); the parent alternates them call by call, checks that
 the waveforms and lengths agree (``ATOL`` on the waveform, exact lengths), and reports the best
-time of each.  The profile times each HiFi-GAN stage on its own (conv_pre, each upsampler, each
+time of each (and the least CPU time, which a loaded machine disturbs less: a process waiting
+for a core is not charged; one spinning in its thread pool is).  The profile times each HiFi-GAN stage on its own (conv_pre, each upsampler, each
 group of residual blocks, conv_post), evaluated stage by stage, with the GFLOP/s each achieves.
 """
 
@@ -199,13 +200,13 @@ def serve(call, features, stages, sync):
         cmd = json.loads(line)
         if cmd["op"] == "call":
             ids = np.load(cmd["ids"])
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             wave, lengths = call(ids)
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             if cmd.get("save"):
                 np.save(cmd["save"], wave)
                 np.save(cmd["save"] + ".len.npy", lengths)
-            answer = {"s": seconds}
+            answer = {"s": seconds, "cpu_s": cpu_seconds}
         elif cmd["op"] == "profile":
             x = features(np.load(cmd["ids"]))
             answer = {"stages": []}
@@ -298,10 +299,13 @@ def _measure(cfg, seconds, repeats, profile, tmp, torch_w, mlx_w, log):
         if not diff <= ATOL:
             raise AssertionError(f"{sec} s: waveforms differ by {diff} > atol {ATOL}")
         times = {k: [] for k in workers}
+        cpu_times = {k: [] for k in workers}
         for r in range(repeats):
             order = list(workers) if r % 2 == 0 else list(workers)[::-1]
             for k in order:
-                times[k].append(workers[k].ask(op="call", ids=ids)["s"])
+                answer = workers[k].ask(op="call", ids=ids)
+                times[k].append(answer["s"])
+                cpu_times[k].append(answer["cpu_s"])
         frames = n * DURATION
         row = dict(
             seconds=sec,
@@ -311,6 +315,8 @@ def _measure(cfg, seconds, repeats, profile, tmp, torch_w, mlx_w, log):
             mlx_s=min(times["mlx"]),
             torch_all=times["torch"],
             mlx_all=times["mlx"],
+            torch_cpu_s=min(cpu_times["torch"]),
+            mlx_cpu_s=min(cpu_times["mlx"]),
             max_abs_diff=diff,
             gflop=sum(f for _, f in stage_flops(cfg, frames)) / 1e9,
             load=os.getloadavg()[0],
@@ -318,7 +324,8 @@ def _measure(cfg, seconds, repeats, profile, tmp, torch_w, mlx_w, log):
         row["speedup"] = row["torch_s"] / row["mlx_s"]
         log(
             f"{sec:>4g} s audio ({frames} frames): torch {row['torch_s']:.3f} s, mlx {row['mlx_s']:.3f} s, "
-            f"{row['speedup']:.2f}x, max |diff| {diff:.1e}, load {row['load']:.1f}"
+            f"{row['speedup']:.2f}x (CPU time torch {row['torch_cpu_s']:.2f} s, mlx {row['mlx_cpu_s']:.2f} s), "
+            f"max |diff| {diff:.1e}, load {row['load']:.1f}"
         )
         if profile:
             prof = {k: dict(workers[k].ask(op="profile", ids=ids, repeats=max(1, repeats))["stages"]) for k in workers}
@@ -337,13 +344,13 @@ def _measure(cfg, seconds, repeats, profile, tmp, torch_w, mlx_w, log):
 def markdown(rows) -> str:
     """The rows as markdown tables (speed, then the per-stage profile when present)."""
     out = [
-        "| audio | frames | GFLOP | transformers s | seamless-mlx s | speed-up | max abs diff |",
-        "|---|---|---|---|---|---|---|",
+        "| audio | frames | GFLOP | transformers s | seamless-mlx s | speed-up | CPU s transformers / seamless-mlx | max abs diff |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['seconds']:g} s | {r['frames']} | {r['gflop']:.0f} | {r['torch_s']:.3f} | {r['mlx_s']:.3f} "
-            f"| {r['speedup']:.2f}x | {r['max_abs_diff']:.1e} |"
+            f"| {r['speedup']:.2f}x | {r['torch_cpu_s']:.2f} / {r['mlx_cpu_s']:.2f} | {r['max_abs_diff']:.1e} |"
         )
     for r in rows:
         if "stages" not in r:
