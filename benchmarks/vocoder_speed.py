@@ -4,8 +4,9 @@
     python benchmarks/vocoder_speed.py --seconds 5,30 --repeats 2 --no-profile
 
 Builds only the vocoder (``SeamlessM4Tv2CodeHifiGan`` with the config of ``--config``, by default
-``SeamlessM4Tv2Config()``'s shapes, which are v2-large's), random weights re-initialised so that the
-waveform is O(1) (transformers' init shrinks it to ~0, where any two vocoders agree), and the
+``SeamlessM4Tv2Config()``'s shapes, which are v2-large's), random weights re-initialised as the tests do
+(``tests/checkpoints.reinit_``: unit-gain convs, so that the waveform is O(1); transformers' init
+shrinks it to ~0, where any two vocoders agree), and the
 duration predictor's projection set so that every unit lasts ``DURATION`` frames: ``N`` seconds of
 audio are exactly ``N * 16000 / 320 / DURATION`` units.  seamless-mlx gets the same weights through
 its converter's ``sanitize`` and runs on the CPU route (``seamless_mlx.cpu.accelerate``).
@@ -80,18 +81,16 @@ def build_torch(cfg_path: str, weights_out: str):
     from transformers import SeamlessM4Tv2Config
     from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import SeamlessM4Tv2CodeHifiGan
 
+    sys.path.insert(0, str(ROOT / "tests"))
+    from checkpoints import reinit_  # the tests' unit-gain re-initialisation
+
     cfg = SeamlessM4Tv2Config.from_json_file(cfg_path) if cfg_path else SeamlessM4Tv2Config()
     torch.manual_seed(SEED)
     voc = SeamlessM4Tv2CodeHifiGan(cfg).eval()
-    g = torch.Generator().manual_seed(SEED)
+    holder = torch.nn.Module()  # reinit_ recognises the vocoder by its attribute name
+    holder.vocoder = voc
+    reinit_(holder, SEED)
     with torch.no_grad():
-        for m in voc.modules():
-            if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-                fan_in = m.weight.shape[1 if isinstance(m, torch.nn.Conv1d) else 0] * m.weight.shape[2]
-                m.weight.normal_(0.0, 1.5 / math.sqrt(fan_in), generator=g)
-                m.bias.normal_(0.0, 0.1, generator=g)
-            elif isinstance(m, torch.nn.Embedding):
-                m.weight.normal_(0.0, 1.0, generator=g)
         proj = voc.dur_predictor.proj
         proj.weight.zero_()
         proj.bias.fill_(math.log(DURATION + 1))  # round(expm1(log(d + 1))) == d
