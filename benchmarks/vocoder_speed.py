@@ -16,7 +16,9 @@ threading layer, see benchmarks/README.md); the parent alternates them call by c
 the waveforms and lengths agree (``ATOL`` on the waveform, exact lengths), and reports the best
 time of each (and the least CPU time, which a loaded machine disturbs less: a process waiting
 for a core is not charged; one spinning in its thread pool is).  The profile times each HiFi-GAN stage on its own (conv_pre, each upsampler, each
-group of residual blocks, conv_post), evaluated stage by stage, with the GFLOP/s each achieves.
+group of residual blocks, conv_post), evaluated stage by stage, with the GFLOP/s each achieves;
+the cuts are the plain forward's, so a fusion across a cut (the CPU twin divides a stage's sum
+inside the next leaky ReLU) shows in the whole call only.
 """
 
 from __future__ import annotations
