@@ -339,10 +339,14 @@ HIFI_ATOL = 2e-5  # tanh output / unit-gain activations, float32 on both sides
 
 @pytest.mark.parametrize("kernel", [3, 11])
 @pytest.mark.parametrize("stacked_ratio", [0, 10**6])  # every conv per tap / every conv one stacked GEMM
-def test_cpu_residual_block_matches_transformers_on_every_length(kernel, stacked_ratio, monkeypatch):
+@pytest.mark.parametrize("block_rows", [None, 40])  # one piece / time blocks of 40 frames
+def test_cpu_residual_block_matches_transformers_on_every_length(kernel, stacked_ratio, block_rows, monkeypatch):
     # the twin pads once by the whole receptive field and zeroes the margins between its convs:
     # lengths 1-3 are all margin, 300 crosses the stacked-taps threshold of 64 channels (256 rows)
+    # and is 7 blocks and a part (37: one part block)
     monkeypatch.setattr(tuning, "STACKED_TAPS_MAX_RATIO", stacked_ratio)
+    if block_rows:
+        monkeypatch.setattr(tuning, "RESBLOCK_BLOCK_BYTES", block_rows * 2 * 64 * 4)
     torch.manual_seed(kernel)
     hf = HifiGanResidualBlock(64, kernel, (1, 3, 5), 0.1).eval()
     _reinit_convs(hf, kernel)

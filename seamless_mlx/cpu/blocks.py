@@ -107,36 +107,53 @@ def _mean_leaky(total: mx.array, n, slope) -> mx.array:
 
 
 class ResidualBlock(vocoder.ResidualBlock):
-    """Padded once, then every convolution without padding.
+    """Padded once, then every convolution without padding, long inputs in time blocks.
 
     The input gets zero margins as wide as the block's whole receptive field; each convolution then
     runs "valid" (its per-tap products need no padded copy of its input) and eats its own padding
     off the margins.  What the plain block's zero padding would see there is restored by zeroing
-    the margin rows of each leaky ReLU's output in place.  The residual (plus the second conv's
-    bias) starts the second conv's accumulator, so no separate add pass is made either.
+    the rows outside the true frames after each leaky ReLU, in place.  The residual (plus the
+    second conv's bias) starts the second conv's accumulator, so no separate add pass is made
+    either.  A narrow input larger than ``tuning.RESBLOCK_BLOCK_BYTES`` is cut into time blocks,
+    each with its receptive field's frames on both sides, so that a block's per-tap products (at
+    C channels, C / 6 FLOP per byte moved: bound by memory) and element-wise passes work in cache.
     """
 
     def __call__(self, x: mx.array) -> mx.array:
-        T = x.shape[1]
+        batch, T, C = x.shape
         kernel = self.convs2[0].weight.shape[1]
         pads = [(c.dilation * (kernel - 1) // 2, (kernel - 1) // 2) for c in self.convs1]
         margin = sum(p1 + p2 for p1, p2 in pads)
         x = mx.pad(x, [(0, 0), (margin, margin), (0, 0)])
+        rows = max(1, tuning.RESBLOCK_BLOCK_BYTES // (batch * C * x.dtype.size))
+        if T <= rows or C > tuning.RESBLOCK_BLOCK_MAX_CHANNELS:
+            return self._valid(x, pads, 0, T, T)
+        return mx.concatenate(
+            [self._valid(x[:, a : a + min(rows, T - a) + 2 * margin], pads, a, min(rows, T - a), T) for a in range(0, T, rows)],
+            axis=1,
+        )
+
+    def _valid(self, x: mx.array, pads, first: int, n: int, T: int) -> mx.array:
+        """Output frames ``first .. first + n`` of the block, from ``x``: input frames ``first - margin
+        .. first + n + margin`` (zeros outside ``0 .. T``)."""
+        margin = sum(p1 + p2 for p1, p2 in pads)
         for (conv1, conv2), (p1, p2) in zip(zip(self.convs1, self.convs2), pads):
-            # x: margin rows of garbage (or zeros) each side of the T true frames
-            h = conv1d(_leaky_zero_margins(x, margin, T, self.slope), conv1.weight, conv1.bias, dilation=conv1.dilation)
+            # x: n frames and `margin` more on each side, of which those outside 0 .. T are garbage
+            a = _leaky_zeros_outside(x, margin - first, T - first + margin, self.slope)
+            h = conv1d(a, conv1.weight, conv1.bias, dilation=conv1.dilation)
             margin -= p1
             start = p1 + p2
-            residual = x[:, start : start + T + 2 * (margin - p2)] + conv2.bias
-            x = conv1d(_leaky_zero_margins(h, margin, T, self.slope), conv2.weight, residual)
+            residual = x[:, start : start + n + 2 * (margin - p2)] + conv2.bias
+            x = conv1d(_leaky_zeros_outside(h, margin - first, T - first + margin, self.slope), conv2.weight, residual)
             margin -= p2
         return x
 
 
-def _leaky_zero_margins(x: mx.array, margin: int, length: int, slope: float) -> mx.array:
-    """``leaky_relu(x)`` with its first and last ``margin`` frames set to zero (in place)."""
+def _leaky_zeros_outside(x: mx.array, lo: int, hi: int, slope: float) -> mx.array:
+    """``leaky_relu(x)`` with the frames before ``lo`` and from ``hi`` on set to zero (in place)."""
     y = nn.leaky_relu(x, slope)
-    if margin:
-        y[:, :margin] = 0.0
-        y[:, margin + length :] = 0.0
+    if lo > 0:
+        y[:, :lo] = 0.0
+    if hi < y.shape[1]:
+        y[:, max(hi, 0) :] = 0.0
     return y

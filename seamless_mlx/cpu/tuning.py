@@ -22,6 +22,8 @@ COLUMN_BLOCK = 512
 DEQUANTIZE_MIN_ROWS = 8  # a quantized product with this many rows dequantizes and calls the GEMM
 QUANTIZED_SPLIT_ROWS = 64  # output rows per stream, at least, of a split quantized product
 STACKED_TAPS_MAX_RATIO = 4  # a conv with T_out <= this * Cin is one GEMM over stacked taps
+RESBLOCK_BLOCK_BYTES = 1 << 20  # a vocoder residual block's input larger than this: time blocks ...
+RESBLOCK_BLOCK_MAX_CHANNELS = 128  # ... when it has at most this many channels (wider: GEMM-bound)
 
 # speech encoder: long inputs in blocks whose buffers the allocators can reuse
 ATTENTION_SLICE_BYTES = 64 << 20  # above this, [T, T] attention tensors are built in blocks
