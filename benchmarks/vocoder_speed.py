@@ -15,10 +15,11 @@ Each framework runs in its own worker process (torch next to MLX in one process 
 threading layer, see benchmarks/README.md); the parent alternates them call by call, checks that
 the waveforms and lengths agree (``ATOL`` on the waveform, exact lengths), and reports the best
 time of each (and the least CPU time, which a loaded machine disturbs less: a process waiting
-for a core is not charged; one spinning in its thread pool is).  The profile times each HiFi-GAN stage on its own (conv_pre, each upsampler, each
-group of residual blocks, conv_post), evaluated stage by stage, with the GFLOP/s each achieves;
-the cuts are the plain forward's, so a fusion across a cut (the CPU twin divides a stage's sum
-inside the next leaky ReLU) shows in the whole call only.
+for a core is not charged; one spinning in its thread pool is).  The profile times each HiFi-GAN
+stage on its own (conv_pre, each upsampler, each group of residual blocks, conv_post), evaluated
+stage by stage, with the GFLOP/s each achieves; the cuts are the plain forward's, so a fusion
+across a cut (the CPU twin divides a stage's sum inside the next leaky ReLU) shows in the whole
+call only.
 """
 
 from __future__ import annotations
@@ -384,7 +385,8 @@ def main():
         return torch_worker(args)
     if args.worker == "mlx":
         return mlx_worker(args)
-    rows = run([float(s) if "." in s else int(s) for s in args.seconds.split(",")], args.repeats, not args.no_profile, args.config, args.route)
+    seconds = [float(s) if "." in s else int(s) for s in args.seconds.split(",")]
+    rows = run(seconds, args.repeats, not args.no_profile, args.config, args.route)
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -128,10 +128,11 @@ class ResidualBlock(vocoder.ResidualBlock):
         rows = max(1, tuning.RESBLOCK_BLOCK_BYTES // (batch * C * x.dtype.size))
         if T <= rows or C > tuning.RESBLOCK_BLOCK_MAX_CHANNELS:
             return self._valid(x, pads, 0, T, T)
-        return mx.concatenate(
-            [self._valid(x[:, a : a + min(rows, T - a) + 2 * margin], pads, a, min(rows, T - a), T) for a in range(0, T, rows)],
-            axis=1,
-        )
+        parts = []
+        for a in range(0, T, rows):
+            n = min(rows, T - a)
+            parts.append(self._valid(x[:, a : a + n + 2 * margin], pads, a, n, T))
+        return mx.concatenate(parts, axis=1)
 
     def _valid(self, x: mx.array, pads, first: int, n: int, T: int) -> mx.array:
         """Output frames ``first .. first + n`` of the block, from ``x``: input frames ``first - margin
