@@ -4,6 +4,7 @@ halves, long inputs in row blocks, and the vocoder's residual blocks chained."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import mlx.core as mx
@@ -100,7 +101,7 @@ class HifiGan(vocoder.HifiGan):
         return mx.tanh(x)[..., 0]
 
 
-@mx.compile
+@partial(mx.compile, shapeless=True)  # element-wise only: one trace for every window length
 def _mean_leaky(total: mx.array, n, slope) -> mx.array:
     """``leaky_relu(total / n, slope)`` in one pass."""
     return nn.leaky_relu(total / n, slope)
