@@ -2,7 +2,8 @@
 
 The CPU speed work (``seamless_mlx.cpu``) must run the same operations as the code it was moved out
 of.  This script dumps encoder states, decoder logits, T2U logits, units and waveforms from the tree
-on ``PYTHONPATH`` and compares two such dumps with ``np.array_equal``:
+on ``PYTHONPATH`` and compares two such dumps with ``np.array_equal`` (waveforms within
+``WAVEFORM_ATOL``, see there):
 
     python benchmarks/cpu_equivalence.py build /tmp/eq                       # checkpoints (needs torch)
     PYTHONPATH=/old/tree python benchmarks/cpu_equivalence.py dump /tmp/eq /tmp/eq/old
@@ -183,8 +184,18 @@ def dump(root: Path, target: Path):
         _set_thresholds(previous)
 
 
+# Waveforms may differ by rounding between trees whose CPU vocoder sums its products in another
+# order (the residual blocks padded once, the residual starting the accumulator); anything else
+# must stay bit-identical.
+WAVEFORM_ATOL = 1e-5
+
+
+def _rounding_only(key: str, x: np.ndarray, y: np.ndarray) -> bool:
+    return key.endswith("waveform") and x.shape == y.shape and np.abs(x - y).max() <= WAVEFORM_ATOL
+
+
 def compare(a: Path, b: Path) -> int:
-    bad = 0
+    bad = close = 0
     report = {}
     for fa in sorted(a.glob("*.npz")):
         fb = b / fa.name
@@ -192,10 +203,17 @@ def compare(a: Path, b: Path) -> int:
         assert sorted(da.files) == sorted(db.files), fa.name
         for k in da.files:
             same = da[k].shape == db[k].shape and np.array_equal(da[k], db[k])
-            report[f"{fa.stem}:{k}"] = "identical" if same else f"DIFFERENT (max abs {np.abs(da[k] - db[k]).max()})"
-            bad += not same
+            if same:
+                report[f"{fa.stem}:{k}"] = "identical"
+            elif _rounding_only(k, da[k], db[k]):
+                report[f"{fa.stem}:{k}"] = f"within {WAVEFORM_ATOL} (max abs {np.abs(da[k] - db[k]).max():.1e})"
+                close += 1
+            else:
+                diff = np.abs(da[k] - db[k]).max() if da[k].shape == db[k].shape else f"shapes {da[k].shape} {db[k].shape}"
+                report[f"{fa.stem}:{k}"] = f"DIFFERENT (max abs {diff})"
+                bad += 1
     print(json.dumps(report, indent=1))
-    print(f"{len(report) - bad} of {len(report)} arrays bit-identical")
+    print(f"{len(report) - bad - close} of {len(report)} arrays bit-identical, {close} waveforms within {WAVEFORM_ATOL}")
     return 1 if bad else 0
 
 

@@ -370,6 +370,8 @@ def main():
     p.add_argument("--batch", action="store_true",
                    help="also issue 21's batch measurements (full size): throughput.py (T2TT/S2TT at batch 1, 4, 16, "
                    "the 200-line document at 8 new tokens a line) and batch_step.py (products at 1-16 rows, decode step)")
+    p.add_argument("--vocoder-seconds", default="5,30,90",
+                   help="the CPU vocoder alone vs transformers' on these audio lengths (benchmarks/vocoder_speed.py); 'none' skips it")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/<date>.json)")
     p.add_argument("--no-first-audio", action="store_true",
                    help="skip the time to first audio of streamed T2ST/S2ST (benchmarks/first_audio.py)")
@@ -526,6 +528,12 @@ def main():
         decode["quarter"] = decode_step.quarter_task_rows(worker, repeats=min(args.repeats, 2), tokens=args.tokens,
                                                           device=args.device)
 
+    voc_rows = []
+    if not gpu and args.vocoder_seconds != "none" and not args.memory_only:
+        import vocoder_speed
+
+        log("vocoder alone (CodeHiFiGAN, v2-large config) ...")
+        voc_rows = vocoder_speed.run([float(s) for s in args.vocoder_seconds.split(",")], args.repeats, log=log)
     enc_rows, class_rows = [], []
     if memory:
         for fw in ("mlx", "transformers"):
@@ -594,7 +602,7 @@ def main():
         "minutes": round((time.time() - started) / 60, 1),
     }
     raw = {"meta": meta, "results": results, "blas": blas, "encoder_memory": enc_rows, "class_memory": class_rows,
-           "first_audio": audio_rows, "encoder_speed": encoder_speed, "decode_step": decode}
+           "first_audio": audio_rows, "encoder_speed": encoder_speed, "decode_step": decode, "vocoder": voc_rows}
     out.write_text(json.dumps(raw, indent=2))  # before formatting: a formatting bug loses nothing
     title = f"GPU: {', '.join(n for n in sorted(names) if n != 'cpu')}" if gpu else "CPU"
     report = [f"## seamless-mlx vs transformers ({title})", "", fmt_main(results, args.tokens, gpu)]
@@ -614,6 +622,8 @@ def main():
         report += ["", "### MLX T2TT by BLAS library", "", fmt_blas(blas)]
     if audio_rows:
         report += ["", "### Time to first audio (streamed speech, mlx-fp32)", "", first_audio.fmt(audio_rows)]
+    if voc_rows:
+        report += ["", "### The vocoder alone on the CPU (benchmarks/vocoder_speed.py)", "", vocoder_speed.markdown(voc_rows)]
     if enc_rows:
         report += ["", "### Speech encoder peak memory (v2-large shapes)", "", fmt_encoder(enc_rows)]
     if encoder_speed:

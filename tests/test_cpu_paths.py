@@ -1,6 +1,7 @@
 """The CPU twins of seamless_mlx.cpu give the same numbers as the plain modules they replace."""
 
 import gc
+import platform
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -277,3 +278,26 @@ def test_attention_and_feed_forward_blocks_equal_the_whole(monkeypatch):
     monkeypatch.setattr(tuning, "COLUMN_BLOCK", 24)
     out, _ = enc(x, mask)
     np.testing.assert_allclose(np.array(out), np.array(ref), atol=1e-5)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt thresholds")
+def test_large_buffers_are_recycled_from_the_heap_not_faulted_in_afresh():
+    # MLX's CPU backend caches no freed buffers; above glibc's default mmap threshold (<= 32 MB)
+    # every 64 MB output would be a fresh mapping, its 16 k pages faulted in one by one each time
+    import resource
+
+    from seamless_mlx.cpu import memory
+
+    assert memory.keep_freed_buffers()
+    x = mx.zeros((16384, 1024))  # 64 MB
+    mx.eval(x)
+    y = x + 1
+    mx.eval(y)
+    del y  # the heap has grown to hold one such buffer
+    pages = x.nbytes // resource.getpagesize()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        y = x + 1
+        mx.eval(y)
+        del y
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 0.25 * 3 * pages

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from checkpoints import TINY, reinit_
 from routes import use_route
 from transformers import SeamlessM4Tv2Config
-from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import SeamlessM4Tv2CodeHifiGan
+from transformers.models.seamless_m4t_v2.modeling_seamless_m4t_v2 import HifiGanResidualBlock, SeamlessM4Tv2CodeHifiGan
 
 from seamless_mlx.config import ModelConfig
-from seamless_mlx.cpu import conv
+from seamless_mlx.cpu import blocks, conv, tuning
 from seamless_mlx.layers import VariancePredictor
-from seamless_mlx.vocoder import CodeHifiGan, hifigan_output_lengths, sanitize
+from seamless_mlx.vocoder import CodeHifiGan, ResidualBlock, hifigan_output_lengths, sanitize
 
 CONV_TOL = dict(rtol=1e-5, atol=1e-5)
 WAVE_REL_L2 = 1e-4
@@ -330,3 +330,50 @@ def test_variance_predictor_with_padding_mask_matches_transformers(kernel, route
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
     unmasked = np.array(model(mx.array(x)))
     assert np.abs(unmasked[1, :5] - ref[1, :5]).max() > 1e-3  # the mask matters
+
+
+# ---------------------------------------------------------------- the HiFi-GAN's CPU twins on any length
+
+HIFI_ATOL = 2e-5  # tanh output / unit-gain activations, float32 on both sides
+
+
+@pytest.mark.parametrize("kernel", [3, 11])
+@pytest.mark.parametrize("stacked_ratio", [0, 10**6])  # every conv per tap / every conv one stacked GEMM
+@pytest.mark.parametrize("block_rows", [None, 40])  # one piece / time blocks of 40 frames
+def test_cpu_residual_block_matches_transformers_on_every_length(kernel, stacked_ratio, block_rows, monkeypatch):
+    # the twin pads once by the whole receptive field and zeroes the margins between its convs:
+    # lengths 1-3 are all margin, 300 crosses the stacked-taps threshold of 64 channels (256 rows)
+    # and is 7 blocks and a part (37: one part block)
+    monkeypatch.setattr(tuning, "STACKED_TAPS_MAX_RATIO", stacked_ratio)
+    if block_rows:
+        monkeypatch.setattr(tuning, "RESBLOCK_BLOCK_BYTES", block_rows * 2 * 64 * 4)
+    torch.manual_seed(kernel)
+    hf = HifiGanResidualBlock(64, kernel, (1, 3, 5), 0.1).eval()
+    _reinit_convs(hf, kernel)
+    block = ResidualBlock(64, kernel, [1, 3, 5], 0.1)
+    weights = {k: mx.array(v.detach().numpy()) for k, v in hf.state_dict().items()}
+    block.load_weights(list(sanitize(weights).items()), strict=True)
+    use_route(block, "cpu")
+    assert type(block) is blocks.ResidualBlock
+    rng = np.random.default_rng(kernel)
+    for length in (1, 2, 3, 37, 300):
+        x = _rand(rng, (2, length, 64))
+        with torch.no_grad():
+            ref = hf(torch.from_numpy(x).transpose(1, 2)).transpose(1, 2).numpy()
+        out = np.array(block(mx.array(x)))
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out, ref, rtol=0, atol=HIFI_ATOL * max(1.0, np.abs(ref).max()), err_msg=f"length {length}")
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 40])
+def test_hifigan_windows_match_transformers(route, frames):
+    # what a chunked vocoder feeds the generator: short windows, a batch of two
+    hf, model, cfg = make_pair("large_geometry", route=route)
+    dim = cfg.unit_embed_dim + cfg.lang_embed_dim + cfg.spkr_embed_dim
+    x = _rand(np.random.default_rng(frames), (2, frames, dim))
+    with torch.no_grad():
+        ref = hf.hifi_gan(torch.from_numpy(x).transpose(1, 2)).numpy()
+    out = np.array(model.hifi_gan(mx.array(x)))
+    assert out.shape == ref.shape
+    assert np.abs(ref).std() > 0.05
+    np.testing.assert_allclose(out, ref, rtol=0, atol=HIFI_ATOL)

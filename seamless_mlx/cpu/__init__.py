@@ -11,7 +11,7 @@ keeps the plain modules.
 Modules: :mod:`.tuning` (every threshold), :mod:`.streams` (work split over CPU streams),
 :mod:`.ops` (polynomial ``exp`` and what is built on it, layer norm, attention),
 :mod:`.linear` (products), :mod:`.conv` (convolutions as GEMMs), :mod:`.attention`,
-:mod:`.blocks` (sub-model blocks), :mod:`.blas` (the fast BLAS under MLX, loaded first).
+:mod:`.blocks` (sub-model blocks), :mod:`.memory` (glibc's thresholds for large buffers), :mod:`.blas` (the fast BLAS under MLX, loaded first).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ except ImportError as e:  # Linux: the mlx package without a backend wheel
 import mlx.nn as nn  # noqa: E402
 
 from .. import layers, quantize, speech_encoder, t2u, text, vocoder  # noqa: E402
-from . import attention, blocks, conv, linear, ops  # noqa: E402
+from . import attention, blocks, conv, linear, memory, ops  # noqa: E402
 
 # plain class -> its CPU subclass (exact classes only: a user's own subclass is left alone)
 SWAPS = {
@@ -55,6 +55,7 @@ SWAPS = {
     t2u.T2UDecoderLayer: blocks.T2UDecoderLayer,
     text.TextDecoder: blocks.TextDecoder,
     vocoder.HifiGan: blocks.HifiGan,
+    vocoder.ResidualBlock: blocks.ResidualBlock,
 }
 
 
@@ -69,7 +70,9 @@ def wanted() -> bool:
 def accelerate(model: nn.Module) -> nn.Module:
     """Swap every module of ``model`` (itself included) whose class has a CPU twin for that twin,
     in place; returns ``model``.  Apply after loading and quantizing: the twins of the quantized
-    classes are swapped in too.  Parameters are untouched."""
+    classes are swapped in too.  Parameters are untouched.  Also has glibc recycle large buffers
+    (:func:`~seamless_mlx.cpu.memory.keep_freed_buffers`, process-wide, once)."""
+    memory.keep_freed_buffers()
     for _, module in model.named_modules():
         twin = SWAPS.get(type(module))
         if twin is not None:

@@ -5,6 +5,7 @@ CPU streams, and the vocoder's residual blocks chained."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import mlx.core as mx
@@ -13,6 +14,7 @@ from mlx.utils import tree_flatten
 
 from .. import layers, speech_encoder, t2u, text, vocoder
 from . import blas, tuning
+from .conv import conv1d
 from .linear import linear_act, linear_glu
 from .ops import activation, glu
 from .streams import split_rows
@@ -116,19 +118,80 @@ class T2UDecoderLayer(t2u.T2UDecoderLayer):
 
 
 class HifiGan(vocoder.HifiGan):
-    """The residual blocks of one upsampling stage run one after the other (``mx.depends``): left
-    to interleave the independent blocks, MLX keeps all their intermediates alive at once, and the
-    CPU vocoder runs slower."""
+    """Each stage's residual blocks run one after the other (``mx.depends``): left to interleave
+    the independent blocks, MLX keeps all their intermediates alive at once, and the CPU vocoder
+    runs slower.  The mean's division is fused into the next leaky ReLU (one pass, not two)."""
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.conv_pre(x)
         n = self.num_kernels
+        slope = self.slope
         for i, up in enumerate(self.upsampler):
-            x = up(nn.leaky_relu(x, self.slope))
+            x = up(nn.leaky_relu(x, slope) if i == 0 else _mean_leaky(x, n, slope))
             blocks = self.resblocks[i * n : (i + 1) * n]
             acc = blocks[0](x)
             for block in blocks[1:]:
                 acc = acc + block(mx.depends(x, acc))
-            x = acc / n
-        x = self.conv_post(nn.leaky_relu(x, 0.01))
+            x = acc
+        x = self.conv_post(_mean_leaky(x, n, 0.01))  # torch's default slope, as the plain model
         return mx.tanh(x)[..., 0]
+
+
+@partial(mx.compile, shapeless=True)  # element-wise only: one trace for every window length
+def _mean_leaky(total: mx.array, n, slope) -> mx.array:
+    """``leaky_relu(total / n, slope)`` in one pass."""
+    return nn.leaky_relu(total / n, slope)
+
+
+class ResidualBlock(vocoder.ResidualBlock):
+    """Padded once, then every convolution without padding, long inputs in time blocks.
+
+    The input gets zero margins as wide as the block's whole receptive field; each convolution then
+    runs "valid" (its per-tap products need no padded copy of its input) and eats its own padding
+    off the margins.  What the plain block's zero padding would see there is restored by zeroing
+    the rows outside the true frames after each leaky ReLU, in place.  The residual (plus the
+    second conv's bias) starts the second conv's accumulator, so no separate add pass is made
+    either.  A narrow input larger than ``tuning.RESBLOCK_BLOCK_BYTES`` is cut into time blocks,
+    each with its receptive field's frames on both sides, so that a block's per-tap products (at
+    C channels, C / 6 FLOP per byte moved: bound by memory) and element-wise passes work in cache.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        batch, T, C = x.shape
+        kernel = self.convs2[0].weight.shape[1]
+        pads = [(c.dilation * (kernel - 1) // 2, (kernel - 1) // 2) for c in self.convs1]
+        margin = sum(p1 + p2 for p1, p2 in pads)
+        x = mx.pad(x, [(0, 0), (margin, margin), (0, 0)])
+        rows = max(1, tuning.RESBLOCK_BLOCK_BYTES // (batch * C * x.dtype.size))
+        if T <= rows or C > tuning.RESBLOCK_BLOCK_MAX_CHANNELS:
+            return self._valid(x, pads, 0, T, T)
+        parts = []
+        for a in range(0, T, rows):
+            n = min(rows, T - a)
+            parts.append(self._valid(x[:, a : a + n + 2 * margin], pads, a, n, T))
+        return mx.concatenate(parts, axis=1)
+
+    def _valid(self, x: mx.array, pads, first: int, n: int, T: int) -> mx.array:
+        """Output frames ``first .. first + n`` of the block, from ``x``: input frames ``first - margin
+        .. first + n + margin`` (zeros outside ``0 .. T``)."""
+        margin = sum(p1 + p2 for p1, p2 in pads)
+        for (conv1, conv2), (p1, p2) in zip(zip(self.convs1, self.convs2), pads):
+            # x: n frames and `margin` more on each side, of which those outside 0 .. T are garbage
+            a = _leaky_zeros_outside(x, margin - first, T - first + margin, self.slope)
+            h = conv1d(a, conv1.weight, conv1.bias, dilation=conv1.dilation)
+            margin -= p1
+            start = p1 + p2
+            residual = x[:, start : start + n + 2 * (margin - p2)] + conv2.bias
+            x = conv1d(_leaky_zeros_outside(h, margin - first, T - first + margin, self.slope), conv2.weight, residual)
+            margin -= p2
+        return x
+
+
+def _leaky_zeros_outside(x: mx.array, lo: int, hi: int, slope: float) -> mx.array:
+    """``leaky_relu(x)`` with the frames before ``lo`` and from ``hi`` on set to zero (in place)."""
+    y = nn.leaky_relu(x, slope)
+    if lo > 0:
+        y[:, :lo] = 0.0
+    if hi < y.shape[1]:
+        y[:, max(hi, 0) :] = 0.0
+    return y

@@ -23,6 +23,8 @@ COLUMN_BLOCK = 512
 DEQUANTIZE_MIN_ROWS = 8  # a quantized product with this many rows dequantizes and calls the GEMM
 QUANTIZED_SPLIT_ROWS = 64  # output rows per stream, at least, of a split quantized product
 STACKED_TAPS_MAX_RATIO = 4  # a conv with T_out <= this * Cin is one GEMM over stacked taps
+RESBLOCK_BLOCK_BYTES = 1 << 20  # a vocoder residual block's input larger than this: time blocks ...
+RESBLOCK_BLOCK_MAX_CHANNELS = 128  # ... when it has at most this many channels (wider: GEMM-bound)
 
 # text decoder: one-token steps compiled (mx.compile) only for decoder weights up to this size
 # (faster at 0.1 and 100 MB, slower at v2-large's 2.4 GB; nothing measured in between)
@@ -32,3 +34,8 @@ COMPILED_STEP_MAX_BYTES = 512 << 20
 ATTENTION_SLICE_BYTES = 64 << 20  # above this, [T, T] attention tensors are built in blocks
 ATTENTION_BLOCK_BYTES = 8 << 20  # ... of one head and this many bytes of [rows, T] scores
 FFN_BLOCK_BYTES = 16 << 20  # a feed-forward whose [T, intermediate] activations are larger: row blocks
+
+# glibc's allocator (memory.keep_freed_buffers): buffers up to this size come from the heap ...
+MALLOC_MMAP_THRESHOLD_BYTES = 256 << 20
+# ... and up to this much freed memory stays at the top of the heap (0 for either: glibc's default)
+MALLOC_TRIM_THRESHOLD_BYTES = 512 << 20
