@@ -65,6 +65,12 @@ if res["library"]:
     get = blas._rows["lib"].scipy_openblas_get_corename
     get.restype = ctypes.c_char_p
     res["core"] = get().decode()
+    threads = blas._rows["lib"].scipy_openblas_get_num_threads
+    with blas.many_rows(threads=2):
+        with blas.many_rows(threads=5):  # the outer block's count holds
+            res["threads_nested"] = threads()
+        res["threads_inside"] = threads()
+    res["threads_after"] = threads()
 print(json.dumps(res))
 """
 
@@ -91,6 +97,8 @@ def test_inside_the_block_gemms_run_on_openblas_and_on_mkl_again_after():
     # the library is loaded with the CPU's core type, and the environment is left as it was
     assert res["core"] == (blas.openblas_coretype(blas._cpu_info()["flags"]) or res["core"])
     assert res["env"] == "Haswell"
+    # the vocoder's block asks for one thread per core; every other block runs on one thread
+    assert (res["threads_inside"], res["threads_nested"], res["threads_after"]) == (2, 2, 1)
 
 
 @needs_second_blas

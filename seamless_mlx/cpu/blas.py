@@ -432,16 +432,18 @@ def many_rows_active() -> bool:
 
 
 @contextmanager
-def many_rows():
-    """Within this block MLX's float32 GEMMs run on :func:`many_rows_library`, one thread per call
-    (nothing changes when there is none).  Evaluate the block's products inside it: MLX computes lazily.  Nested
-    and concurrent blocks keep the switch until the last one ends."""
+def many_rows(threads: int = 1):
+    """Within this block MLX's float32 GEMMs run on :func:`many_rows_library`, on ``threads``
+    threads per call (nothing changes when there is none).  Evaluate the block's products inside
+    it: MLX computes lazily.  Nested and concurrent blocks keep the switch, and the first block's
+    thread count, until the last one ends."""
     lib = _rows_handle()
     if lib is None:
         yield
         return
     with _rows_lock:
         if _rows["depth"] == 0:
+            lib.scipy_openblas_set_num_threads(max(1, int(threads)))
             if "slots" not in _rows:  # MLX's objects stay where they were loaded
                 _rows["slots"] = [bias + offset for path, bias in _mlx_objects()
                                   for offset in (_got_slots(path) or {}).get("cblas_sgemm", [])]
@@ -459,3 +461,4 @@ def many_rows():
                 for slot, value in _rows["saved"]:
                     _write_word(slot, value)
                 _rows["saved"] = []
+                lib.scipy_openblas_set_num_threads(1)

@@ -120,9 +120,19 @@ class T2UDecoderLayer(t2u.T2UDecoderLayer):
 class HifiGan(vocoder.HifiGan):
     """Each stage's residual blocks run one after the other (``mx.depends``): left to interleave
     the independent blocks, MLX keeps all their intermediates alive at once, and the CPU vocoder
-    runs slower.  The mean's division is fused into the next leaky ReLU (one pass, not two)."""
+    runs slower.  The mean's division is fused into the next leaky ReLU (one pass, not two).
+
+    Its products (thousands of frames) are evaluated inside :func:`~seamless_mlx.cpu.blas.many_rows`
+    with one BLAS thread per core: where that library exists, its GEMMs are the faster ones on this
+    CPU, and the per-tap products are too short-lived to split over CPU streams."""
 
     def __call__(self, x: mx.array) -> mx.array:
+        with blas.many_rows(threads=tuning.CPU_CORES):
+            out = self._one_pass(x)
+            mx.eval(out)
+        return out
+
+    def _one_pass(self, x: mx.array) -> mx.array:
         x = self.conv_pre(x)
         n = self.num_kernels
         slope = self.slope
