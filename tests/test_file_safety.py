@@ -229,8 +229,11 @@ def start_paused(script, args, env, tmp_path):
     """Start ``script`` (it creates $READY where it pauses, and goes on once $GO exists); return
     the process once it has paused."""
     e = dict(env, READY=str(tmp_path / "READY"), GO=str(tmp_path / "GO"))
+    # a test run started in the background (`cmd &` without job control) ignores SIGINT, and so
+    # would the child: give it the default, as a terminal's Ctrl-C finds it
     p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], env=e, cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not (tmp_path / "READY").exists():
         assert p.poll() is None, p.communicate()
