@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
-from .audio import load_audio
+from .audio import load_audio, resample
 from .batch import Job, run_jobs
 from .segment import DEFAULT_MAX_CHARS
 
@@ -87,6 +87,7 @@ ISO_TO_CODE = {iso: code for code, (iso, _) in LANGUAGES.items() if iso} | ALIAS
 # model's number of speakers); a number picks a speaker id directly.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse")
 AUDIO_FORMATS = ("wav", "flac", "pcm")
+PCM_RATE = 24000  # OpenAI's raw `pcm` speech: 24 kHz, 16-bit little-endian, no header
 TEXT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
@@ -347,12 +348,17 @@ def decode_upload(data: bytes, limits: Limits, param: str = "file") -> np.ndarra
 
 
 def encode_audio(wave: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE) -> Tuple[bytes, str]:
-    """(bytes, media type) of a float waveform as 16-bit WAV, FLAC or raw little-endian PCM."""
+    """(bytes, media type) of a float waveform as 16-bit WAV, FLAC or raw little-endian PCM.
+
+    ``pcm`` carries no header, so its rate is the one OpenAI's clients assume: ``PCM_RATE``
+    (24 kHz); WAV and FLAC keep ``sample_rate`` and say so in their header."""
     import soundfile as sf
 
-    x = np.clip(np.nan_to_num(np.asarray(wave, dtype=np.float32)), -1.0, 1.0)
+    x = np.nan_to_num(np.asarray(wave, dtype=np.float32))
     if fmt == "pcm":
+        x = np.clip(resample(x, sample_rate, PCM_RATE), -1.0, 1.0)
         return (np.round(x * 32767.0).astype("<i2")).tobytes(), "audio/pcm"
+    x = np.clip(x, -1.0, 1.0)
     buf = io.BytesIO()
     sf.write(buf, x, sample_rate, format=fmt.upper(), subtype="PCM_16")
     return buf.getvalue(), f"audio/{fmt}"
