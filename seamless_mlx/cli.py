@@ -246,7 +246,6 @@ def cmd_translate(args) -> int:
     # Text appears as it is decoded on a terminal (it is then its own progress display: no bar
     # over the segments, which would garble the same screen); piped output is printed at the end.
     if is_audio:  # read it now: a missing/corrupt/too short file is reported before any model is loaded
-
         source = check_speech_length(load_audio(source), repr(args.input))
     stream = not speech and sys.stdout.isatty() and (out is None or ext not in TEXT_FORMATS)
     task = ("s2" if is_audio else "t2") + ("st" if speech else "tt")

@@ -30,9 +30,10 @@ whatever ``MKL_ENABLE_INSTRUCTIONS`` says, and OpenBLAS's AVX-512 kernels run a 
 hundreds of rows over twice as fast; for one-row products (decoding) MKL stays the faster one
 (benchmarks/README.md).  So on x86 CPUs that are not Intel's, with the ``scipy-openblas32`` wheel
 installed, :func:`many_rows` points MLX's ``cblas_sgemm`` at OpenBLAS for the length of a block of
-work made of large products (the speech encoder) and back afterwards; everything else stays on
+work made of large products (the speech encoder, the vocoder) and back afterwards; everything else stays on
 MKL.  OpenBLAS runs one thread per call there, and the encoder cuts its frames over MLX's CPU
-streams (:func:`seamless_mlx.cpu.streams.split_rows`).  A call already running when the pointer
+streams (:func:`seamless_mlx.cpu.streams.split_rows`); the vocoder, whose per-tap products are too
+short-lived to cut, asks for one thread per core.  A call already running when the pointer
 changes finishes in the library it entered, and both libraries compute the same product, so a swap
 is never wrong, only faster or slower.  That build exports every symbol with a ``scipy_`` prefix
 (it never wins symbol resolution).  Its runtime CPU detection does not know every new CPU, and
@@ -417,10 +418,6 @@ def _rows_handle():
                         lib = _open(path)
                     except OSError:
                         continue
-                    # One thread: the callers cut the work over MLX's CPU streams instead.  Its
-                    # own threads meet at barriers, and on a busy machine one late thread stalls
-                    # the others (several times slower than one thread, benchmarks/README.md).
-                    lib.scipy_openblas_set_num_threads(1)
                     _rows["lib"] = lib
         return _rows["lib"]
 
@@ -436,7 +433,11 @@ def many_rows(threads: int = 1):
     """Within this block MLX's float32 GEMMs run on :func:`many_rows_library`, on ``threads``
     threads per call (nothing changes when there is none).  Evaluate the block's products inside
     it: MLX computes lazily.  Nested and concurrent blocks keep the switch, and the first block's
-    thread count, until the last one ends."""
+    thread count, until the last one ends.
+
+    One thread is the default because a caller can cut its work over MLX's CPU streams instead:
+    OpenBLAS's own threads meet at barriers, and on a busy machine one late thread stalls the
+    others (several times slower than one thread, benchmarks/README.md)."""
     lib = _rows_handle()
     if lib is None:
         yield

@@ -20,6 +20,18 @@ from .ops import activation, glu
 from .streams import split_rows
 
 
+def on_many_rows(fn, *args, threads: int = 1):
+    """``fn(*args)`` evaluated inside :func:`~seamless_mlx.cpu.blas.many_rows` (``threads`` BLAS
+    threads per product), where that library exists: MLX computes lazily, so the block must hold
+    the evaluation.  Where there is none, nothing switches and the result stays lazy."""
+    if not blas.many_rows_library():
+        return fn(*args)
+    with blas.many_rows(threads):
+        out = fn(*args)
+        mx.eval([a for a in (out if isinstance(out, tuple) else (out,)) if a is not None])
+    return out
+
+
 class FeedForward(layers.FeedForward):
     def __call__(self, x: mx.array) -> mx.array:
         return self.fc2(linear_act(x, self.fc1, activation(self.act)))
@@ -91,10 +103,7 @@ class SpeechEncoder(speech_encoder.SpeechEncoder):
     (where the CPU has a faster GEMM library for those than for one-row products)."""
 
     def __call__(self, input_features: mx.array, attention_mask: Optional[mx.array] = None):
-        with blas.many_rows():
-            out = super().__call__(input_features, attention_mask)
-            mx.eval(out[0] if out[1] is None else out)
-        return out
+        return on_many_rows(super().__call__, input_features, attention_mask)
 
 
 class AdapterLayer(speech_encoder.AdapterLayer):
@@ -127,10 +136,7 @@ class HifiGan(vocoder.HifiGan):
     CPU, and the per-tap products are too short-lived to split over CPU streams."""
 
     def __call__(self, x: mx.array) -> mx.array:
-        with blas.many_rows(threads=tuning.CPU_CORES):
-            out = self._one_pass(x)
-            mx.eval(out)
-        return out
+        return on_many_rows(self._one_pass, x, threads=tuning.CPU_CORES)
 
     def _one_pass(self, x: mx.array) -> mx.array:
         x = self.conv_pre(x)
