@@ -315,8 +315,18 @@ def decode_text(
     """Run the text decoder from ``prefix`` ``[B, P]`` over ``memory`` ``[B, S, D]``.
 
     ``collect_hidden`` also returns the decoder's final states for ``sequences[:, :-1]`` (the T2U
-    model's input).  Sequences are ``[B * num_return_sequences, L]``, an item's rows together.
+    model's input).  Sequences are ``[B * num_return_sequences, L]``, an item's rows together, and
+    come back evaluated: the search runs inside the decoder's :meth:`~seamless_mlx.text.TextDecoder.decoding`
+    context, which must hold all of its work.
     """
+    per_item = options.num_beams if options.num_beams > 1 else options.num_return_sequences
+    with model.text_decoder.decoding(memory.shape[0] * per_item):
+        out = _decode_text(model, memory, memory_mask, prefix, options, collect_hidden)
+        mx.eval([a for a in (out.sequences, out.sequences_scores, out.decoder_hidden_states) if a is not None])
+    return out
+
+
+def _decode_text(model, memory, memory_mask, prefix, options, collect_hidden):
     n_ret = options.num_return_sequences
     if options.num_beams > 1:
         nb = options.num_beams

@@ -8,6 +8,7 @@ Parameter names mirror ``text_encoder.*`` / ``text_decoder.*`` of the Hugging Fa
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import List, Optional
 
 import mlx.core as mx
@@ -79,6 +80,11 @@ class TextDecoder(nn.Module):
         ]
         self.layer_norm = nn.LayerNorm(d)
         self._positions = SinusoidalPositions(d, config.pad_token_id)
+
+    def decoding(self, rows: int):
+        """A context held around a whole search whose steps run ``rows`` decoder rows (a batch
+        times its beams).  Nothing here; the CPU twin picks its GEMM library by the row count."""
+        return nullcontext()
 
     def make_cache(self, memory: mx.array):
         """Per-layer ``(KVCache, CrossCache)`` for encoder output ``memory`` ``[B, S, D]``."""

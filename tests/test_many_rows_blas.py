@@ -148,3 +148,115 @@ def test_encoder_with_its_frames_split_matches_transformers(split_everywhere, le
             np.testing.assert_allclose(out[b][valid], ref[b][valid], atol=ATOL, rtol=0)
     finally:
         cpu.plain(model)
+
+
+# --- searches and the all-token blocks (text encoder, T2U) on the many-row library ------------------
+
+
+@pytest.fixture(scope="module")
+def t2tt(tiny_checkpoint):
+    import seamless_mlx as sm
+    from checkpoints import load_hf
+
+    model = sm.SeamlessM4Tv2ForTextToText.from_pretrained(tiny_checkpoint)
+    return cpu.accelerate(model), load_hf(tiny_checkpoint)[1]
+
+
+@needs_second_blas
+def test_decoding_switches_from_a_few_rows_on_and_switches_back(t2tt):
+    model, _ = t2tt
+    main = blas.bound_library()
+    for rows, switched in ((1, False), (tuning.MANY_ROWS_MIN_ROWS - 1, False), (tuning.MANY_ROWS_MIN_ROWS, True), (48, True)):
+        with model.text_decoder.decoding(rows):
+            assert blas.many_rows_active() is switched, rows
+            assert os.path.samefile(blas.bound_library(), blas.many_rows_library() if switched else main)
+        assert not blas.many_rows_active() and os.path.samefile(blas.bound_library(), main)
+    cpu.plain(model)
+    try:  # the plain decoder (what Metal and CUDA run) never switches anything
+        with model.text_decoder.decoding(48):
+            assert not blas.many_rows_active()
+    finally:
+        cpu.accelerate(model)
+
+
+def _record_searches(monkeypatch, model):
+    """``[(rows the search announced, [switch state at each step])]`` of the searches run after the call."""
+    from seamless_mlx import text
+
+    seen = []
+    announce = model.text_decoder.decoding
+    step = text.DecoderSteps.__call__
+
+    def decoding(rows):
+        seen.append((rows, []))
+        return announce(rows)
+
+    def recording_step(self, tokens, rows=None):
+        seen[-1][1].append(blas.many_rows_active())
+        return step(self, tokens, rows)
+
+    monkeypatch.setattr(model.text_decoder, "decoding", decoding)
+    monkeypatch.setattr(text.DecoderSteps, "__call__", recording_step)
+    return seen
+
+
+@pytest.mark.parametrize("texts, kw, rows", [
+    (1, {}, 1),
+    (5, {}, 5),
+    (2, {"num_beams": 3}, 6),
+    (1, {"num_beams": 2, "num_return_sequences": 2}, 2),
+], ids=["one", "batch", "beams", "beams-one"])
+def test_every_search_announces_its_rows_and_runs_inside(t2tt, monkeypatch, texts, kw, rows):
+    model, proc = t2tt
+    seen = _record_searches(monkeypatch, model)
+    enc = proc(text=["Hello there, friend.", "Bonjour", "A longer sentence, with commas.", "Hi", "42"][:texts],
+               src_lang="eng", return_tensors="np", padding=True)
+    out = model.generate(input_ids=mx.array(enc["input_ids"]), attention_mask=mx.array(enc["attention_mask"]),
+                         tgt_lang="fra", max_new_tokens=6, **kw)
+    assert len(seen) == 1 and seen[0][0] == rows
+    steps = seen[0][1]
+    assert len(steps) >= 6
+    switched = rows >= tuning.MANY_ROWS_MIN_ROWS and bool(blas.many_rows_library())
+    assert all(s is switched for s in steps)
+    assert not blas.many_rows_active()
+    assert out.sequences.shape[0] == texts * kw.get("num_return_sequences", 1)
+
+
+@needs_second_blas
+def test_text_encoder_and_t2u_run_on_the_many_row_library(t2tt, monkeypatch, tiny_checkpoint):
+    """The all-token blocks evaluate inside the switch (one thread per core) and give what the
+    main library gives."""
+    import seamless_mlx as sm
+
+    states = []
+    model, proc = t2tt
+    inner = type(model.text_encoder.layers[0]).__call__
+
+    def layer(self, *a, **k):
+        states.append(blas.many_rows_active())
+        return inner(self, *a, **k)
+
+    monkeypatch.setattr(type(model.text_encoder.layers[0]), "__call__", layer)
+    enc = proc(text=["Hello there, friend.", "Bonjour"], src_lang="eng", return_tensors="np", padding=True)
+    ids, mask = mx.array(enc["input_ids"]), mx.array(enc["attention_mask"])
+    switched, _ = model.encode_text(ids, mask)
+    assert states and all(states)
+    monkeypatch.setattr(tuning, "MANY_ROWS_MIN_ROWS", 10**9)
+    states.clear()
+    main, _ = model.encode_text(ids, mask)
+    assert states and not any(states)
+    valid = np.array(mask).astype(bool)
+    np.testing.assert_allclose(np.array(switched)[valid], np.array(main)[valid], atol=1e-5)
+
+    t2st = cpu.accelerate(sm.SeamlessM4Tv2ForTextToSpeech.from_pretrained(tiny_checkpoint))
+    t2u_inner = type(t2st.t2u_model.model.encoder).__call__
+    t2u_states = []
+
+    def t2u_encoder(self, *a, **k):
+        t2u_states.append(blas.many_rows_active())
+        return t2u_inner(self, *a, **k)
+
+    monkeypatch.setattr(type(t2st.t2u_model.model.encoder), "__call__", t2u_encoder)
+    monkeypatch.setattr(tuning, "MANY_ROWS_MIN_ROWS", 4)
+    t2st.generate(input_ids=ids[:1], attention_mask=mask[:1], tgt_lang="fra", max_new_tokens=6)
+    assert t2u_states == [True]

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections import Counter
 
 import mlx.core as mx
 import numpy as np
@@ -68,6 +69,49 @@ def test_decoder_logits_match_transformers_teacher_forced(pair):
     cache = model.text_decoder.make_cache(memory)
     h = model.text_decoder(mx.array(dec), model.shared, cache, mask)
     np.testing.assert_allclose(np.array(model.lm_logits(h)), ref, atol=1e-4)
+
+
+# six rows: at least cpu.tuning.MANY_ROWS_MIN_ROWS, so the CPU twins run these searches on their
+# many-row BLAS where the machine has one (tests/test_many_rows_blas.py checks the switch itself)
+MANY = TEXTS + ["Good morning to all of you, my friends.", "Ja", "¿Dónde está la biblioteca? 42"]
+
+
+def test_step_logits_of_a_many_row_search_match_transformers(pair):
+    """One-token steps of six rows, inside the decoder's ``decoding`` context as the searches run
+    them, against transformers' teacher-forced logits."""
+    model, hf, proc, _ = pair
+    enc, ids, mask = _inputs(proc, MANY)
+    rng = np.random.default_rng(1)
+    dec = np.concatenate([np.full((len(MANY), 1), 3), rng.integers(4, hf.config.vocab_size, (len(MANY), 6))], axis=1)
+    with torch.no_grad():
+        ref = hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                 decoder_input_ids=torch.tensor(dec)).logits.numpy()
+    from seamless_mlx.text import DecoderSteps
+
+    memory, _ = model.encode_text(ids, mask)
+    with model.text_decoder.decoding(len(MANY)):
+        step = DecoderSteps(model.text_decoder, model.shared, memory, mask)
+        logits = [step(mx.array(dec[:, :2]))[0]]
+        logits += [step(mx.array(dec[:, i : i + 1]))[0] for i in range(2, dec.shape[1])]
+        logits = np.array(mx.stack(logits, axis=1))
+    np.testing.assert_allclose(logits, ref[:, 1:], atol=1e-4)
+
+
+def test_greedy_many_rows_ending_early_match_transformers(pair):
+    model, hf, proc, _ = pair
+    enc, ids, mask = _inputs(proc, MANY)
+    first = hf.generate(**enc, tgt_lang="spa", generate_speech=False, max_new_tokens=15).sequences[:, 2:].tolist()
+
+    def ends(token):  # the step at which each row would emit ``token`` first (none: the end)
+        return [row.index(token) if token in row else len(row) for row in first]
+
+    # a token the rows emit at different steps, used as EOS: rows end early, and not together
+    eos = next(t for t, _ in Counter(sum(first, [])).most_common() if len(set(ends(t))) > 2)
+    ref = hf.generate(**enc, tgt_lang="spa", generate_speech=False, max_new_tokens=15, eos_token_id=eos).sequences
+    out = model.generate(input_ids=ids, attention_mask=mask, tgt_lang="spa", max_new_tokens=15, eos_token_id=eos)
+    assert out.sequences.tolist() == ref.tolist()
+    ends = [row.index(eos, 2) + 1 if eos in row[2:] else len(row) for row in ref.tolist()]
+    assert len(set(ends)) > 1 and min(ends) < ref.shape[1], ends  # rows really end at different steps
 
 
 def test_incremental_decoding_matches_one_pass(pair):

@@ -53,7 +53,9 @@ SWAPS = {
     speech_encoder.AdapterLayer: blocks.AdapterLayer,
     speech_encoder.SpeechEncoder: blocks.SpeechEncoder,
     t2u.T2UDecoderLayer: blocks.T2UDecoderLayer,
+    text.TextEncoder: blocks.TextEncoder,
     text.TextDecoder: blocks.TextDecoder,
+    t2u.TextToUnit: blocks.TextToUnit,
     vocoder.HifiGan: blocks.HifiGan,
     vocoder.ResidualBlock: blocks.ResidualBlock,
 }

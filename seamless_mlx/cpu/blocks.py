@@ -5,6 +5,7 @@ CPU streams, and the vocoder's residual blocks chained."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Optional
 
@@ -17,7 +18,7 @@ from . import blas, tuning
 from .conv import conv1d
 from .linear import linear_act, linear_glu
 from .ops import activation, glu
-from .streams import split_rows
+from .streams import split_rows, synchronize
 
 
 def on_many_rows(fn, *args, threads: int = 1):
@@ -30,6 +31,45 @@ def on_many_rows(fn, *args, threads: int = 1):
         out = fn(*args)
         mx.eval([a for a in (out if isinstance(out, tuple) else (out,)) if a is not None])
     return out
+
+
+def many_rows_block(rows: int):
+    """A context in which products of ``rows`` rows run on :func:`~seamless_mlx.cpu.blas.many_rows`'
+    library, one thread per core, when ``rows`` reaches ``tuning.MANY_ROWS_MIN_ROWS`` and the
+    library exists (else nothing changes).  Work queued inside it (``mx.async_eval``) must be done
+    before it ends: on leaving, it waits for MLX's CPU streams."""
+    if rows < tuning.MANY_ROWS_MIN_ROWS or not blas.many_rows_library():
+        return nullcontext()
+    return _many_rows_until_done()
+
+
+@contextmanager
+def _many_rows_until_done():
+    with blas.many_rows(tuning.CPU_CORES):
+        try:
+            yield
+        finally:
+            synchronize()
+
+
+class TextEncoder(text.TextEncoder):
+    """Every product has one row per token of the batch: evaluated inside :func:`many_rows_block`."""
+
+    def __call__(self, input_ids: mx.array, embed: nn.Embedding, attention_mask: Optional[mx.array] = None):
+        if input_ids.size < tuning.MANY_ROWS_MIN_ROWS:
+            return super().__call__(input_ids, embed, attention_mask)
+        return on_many_rows(super().__call__, input_ids, embed, attention_mask, threads=tuning.CPU_CORES)
+
+
+class TextToUnit(t2u.TextToUnit):
+    """The T2U encoder and its non-autoregressive decoder run on all tokens (characters, units) at
+    once: evaluated inside :func:`many_rows_block` as the text encoder is."""
+
+    def __call__(self, inputs_embeds, char_input_ids, char_count_per_id, attention_mask=None):
+        args = (inputs_embeds, char_input_ids, char_count_per_id, attention_mask)
+        if inputs_embeds.size // inputs_embeds.shape[-1] < tuning.MANY_ROWS_MIN_ROWS:
+            return super().__call__(*args)
+        return on_many_rows(super().__call__, *args, threads=tuning.CPU_CORES)
 
 
 class FeedForward(layers.FeedForward):
@@ -45,6 +85,12 @@ class TextDecoder(text.TextDecoder):
     @property
     def compile_steps(self) -> bool:
         return sum(v.nbytes for _, v in tree_flatten(self.parameters())) <= tuning.COMPILED_STEP_MAX_BYTES
+
+    def decoding(self, rows: int):
+        """A search over ``rows`` rows (a batch, or beams) runs inside :func:`many_rows_block`: its
+        one-token steps are products of ``rows`` rows, and from a few rows on the many-row library
+        is the faster one; a one-row search stays on the main BLAS."""
+        return many_rows_block(rows)
 
 
 class ConformerFeedForward(speech_encoder.ConformerFeedForward):

@@ -27,6 +27,13 @@ def cpu_streams(n: int):
     return _CPU_STREAMS[:n]
 
 
+def synchronize() -> None:
+    """Wait for everything queued on the default stream and on the CPU streams made here."""
+    mx.synchronize()
+    for stream in _CPU_STREAMS:
+        mx.synchronize(stream)
+
+
 def split_bounds(n: int, groups: int):
     """``(start, stop)`` of ``groups`` contiguous, near-equal parts of ``range(n)``."""
     bounds = [n * g // groups for g in range(groups + 1)]

@@ -26,6 +26,10 @@ STACKED_TAPS_MAX_RATIO = 4  # a conv with T_out <= this * Cin is one GEMM over s
 RESBLOCK_BLOCK_BYTES = 1 << 20  # a vocoder residual block's input larger than this: time blocks ...
 RESBLOCK_BLOCK_MAX_CHANNELS = 128  # ... when it has at most this many channels (wider: GEMM-bound)
 
+# products with at least this many rows run on blas.many_rows' library where there is one: the
+# text encoder, the T2U model, and a decoder search over this many rows (a batch, or beams)
+MANY_ROWS_MIN_ROWS = 4
+
 # text decoder: one-token steps compiled (mx.compile) only for decoder weights up to this size
 # (faster at 0.1 and 100 MB, slower at v2-large's 2.4 GB; nothing measured in between)
 COMPILED_STEP_MAX_BYTES = 512 << 20
