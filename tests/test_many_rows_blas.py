@@ -230,13 +230,13 @@ def test_text_encoder_and_t2u_run_on_the_many_row_library(t2tt, monkeypatch, tin
 
     states = []
     model, proc = t2tt
-    inner = type(model.text_encoder.layers[0]).__call__
+    inner = type(model.text_encoder.layers[0].ffn).__call__
 
     def layer(self, *a, **k):
         states.append(blas.many_rows_active())
         return inner(self, *a, **k)
 
-    monkeypatch.setattr(type(model.text_encoder.layers[0]), "__call__", layer)
+    monkeypatch.setattr(type(model.text_encoder.layers[0].ffn), "__call__", layer)
     enc = proc(text=["Hello there, friend.", "Bonjour"], src_lang="eng", return_tensors="np", padding=True)
     ids, mask = mx.array(enc["input_ids"]), mx.array(enc["attention_mask"])
     switched, _ = model.encode_text(ids, mask)
@@ -260,3 +260,30 @@ def test_text_encoder_and_t2u_run_on_the_many_row_library(t2tt, monkeypatch, tin
     monkeypatch.setattr(tuning, "MANY_ROWS_MIN_ROWS", 4)
     t2st.generate(input_ids=ids[:1], attention_mask=mask[:1], tgt_lang="fra", max_new_tokens=6)
     assert t2u_states == [True]
+
+
+def test_padded_text_batch_is_encoded_packed_as_transformers_encodes_it(t2tt, tiny_hf, monkeypatch):
+    """The CPU text encoder runs a padded batch's row-wise work on its real tokens only: their
+    states match transformers' (and the unpacked encoder's), padded positions are zeros."""
+    from seamless_mlx.cpu import blocks
+
+    model, proc = t2tt
+    hf, hf_proc = tiny_hf
+    texts = ["A rather long sentence, to make the others pad: one two three four five six.", "Hi", "Bonjour !"]
+    enc = hf_proc(text=texts, src_lang="eng", return_tensors="pt", padding=True)
+    valid = enc["attention_mask"].numpy().astype(bool)
+    assert valid.mean() < tuning.PACK_MAX_FILL
+    with torch.no_grad():
+        ref = hf.text_encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state.numpy()
+    ids, mask = mx.array(enc["input_ids"].numpy()), mx.array(enc["attention_mask"].numpy())
+    calls = []
+    packed_attention = blocks._packed_attention
+    monkeypatch.setattr(blocks, "_packed_attention", lambda *a: calls.append(1) or packed_attention(*a))
+    packed = np.array(model.encode_text(ids, mask)[0])
+    assert len(calls) == len(model.text_encoder.layers)
+    monkeypatch.setattr(tuning, "PACK_MAX_FILL", 0.0)
+    unpacked = np.array(model.encode_text(ids, mask)[0])
+    assert len(calls) == len(model.text_encoder.layers)  # not packed this time
+    np.testing.assert_allclose(packed[valid], ref[valid], atol=1e-4)
+    np.testing.assert_allclose(packed[valid], unpacked[valid], atol=1e-5)
+    assert not packed[~valid].any()

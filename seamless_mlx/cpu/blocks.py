@@ -11,13 +11,14 @@ from typing import Optional
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 
 from .. import layers, speech_encoder, t2u, text, vocoder
 from . import blas, tuning
 from .conv import conv1d
-from .linear import linear_act, linear_glu
-from .ops import activation, glu
+from .linear import linear, linear_act, linear_glu
+from .ops import activation, attention, glu
 from .streams import split_rows, synchronize
 
 
@@ -53,12 +54,51 @@ def _many_rows_until_done():
 
 
 class TextEncoder(text.TextEncoder):
-    """Every product has one row per token of the batch: evaluated inside :func:`many_rows_block`."""
+    """Every product has one row per token of the batch: evaluated inside :func:`many_rows_block`.
+
+    A padded batch runs its row-wise work (layer norms, products, feed-forwards) on the real
+    tokens only, packed into ``[tokens, D]``; only the attention itself sees the padded
+    ``[B, H, S, Dh]`` layout, whose padded keys the mask hides.  The real tokens' states are those
+    of the padded computation; padded positions come out as zeros (the plain encoder leaves
+    whatever its padded rows computed there; nothing reads them: they are masked everywhere)."""
 
     def __call__(self, input_ids: mx.array, embed: nn.Embedding, attention_mask: Optional[mx.array] = None):
         if input_ids.size < tuning.MANY_ROWS_MIN_ROWS:
             return super().__call__(input_ids, embed, attention_mask)
-        return on_many_rows(super().__call__, input_ids, embed, attention_mask, threads=tuning.CPU_CORES)
+        return on_many_rows(self._forward, input_ids, embed, attention_mask, threads=tuning.CPU_CORES)
+
+    def _forward(self, input_ids, embed, attention_mask):
+        keep = None if attention_mask is None else np.flatnonzero(np.array(attention_mask).reshape(-1))
+        if keep is None or keep.size > tuning.PACK_MAX_FILL * input_ids.size or not len(self.layers):
+            return super().__call__(input_ids, embed, attention_mask)
+        B, S = input_ids.shape
+        x = embed(input_ids) * self.embed_scale
+        x = x + self._positions.from_ids(input_ids).astype(x.dtype)
+        D = x.shape[-1]
+        # the padded layout from the packed rows: row `unpack[i]` of [packed; a zero row]
+        slots = np.full(B * S, keep.size, dtype=np.int32)
+        slots[keep] = np.arange(keep.size, dtype=np.int32)
+        unpack, keep = mx.array(slots), mx.array(keep.astype(np.int32))
+        bias = layers.padding_bias(attention_mask, x.dtype)
+        x = x.reshape(B * S, D)[keep]
+        for layer in self.layers:
+            x = x + _packed_attention(layer.self_attn, layer.self_attn_layer_norm(x), bias, unpack, keep, B, S)
+            x = x + layer.ffn(layer.ffn_layer_norm(x))
+        x = self.layer_norm(x)
+        return mx.concatenate([x, mx.zeros((1, D), x.dtype)])[unpack].reshape(B, S, D)
+
+
+def _packed_attention(attn, h: mx.array, bias, unpack: mx.array, keep: mx.array, B: int, S: int) -> mx.array:
+    """Self-attention of packed rows ``h`` ``[tokens, D]``: projections on the packed rows, the
+    attention in the padded ``[B, H, S, Dh]`` layout (padded keys are zeros, and masked)."""
+    H, Dh = attn.num_heads, attn.head_dim
+    fused = attn.fuse_qkv()
+    qkv = linear(h, fused[0], fused[1]) if fused is not None else mx.concatenate(
+        [attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)], axis=-1)
+    qkv = mx.concatenate([qkv, mx.zeros((1, qkv.shape[-1]), qkv.dtype)])[unpack]
+    q, k, v = (t.reshape(B, S, H, Dh).transpose(0, 2, 1, 3) for t in mx.split(qkv, 3, axis=-1))
+    out = attention(q, k, v, attn.scale, bias).transpose(0, 2, 1, 3).reshape(B * S, H * Dh)
+    return attn.out_proj(out[keep])
 
 
 class TextToUnit(t2u.TextToUnit):

@@ -29,6 +29,8 @@ RESBLOCK_BLOCK_MAX_CHANNELS = 128  # ... when it has at most this many channels 
 # products with at least this many rows run on blas.many_rows' library where there is one: the
 # text encoder, the T2U model, and a decoder search over this many rows (a batch, or beams)
 MANY_ROWS_MIN_ROWS = 4
+# a padded text-encoder batch whose real tokens fill at most this share of it runs packed
+PACK_MAX_FILL = 0.9
 
 # text decoder: one-token steps compiled (mx.compile) only for decoder weights up to this size
 # (faster at 0.1 and 100 MB, slower at v2-large's 2.4 GB; nothing measured in between)
