@@ -30,10 +30,11 @@ whatever ``MKL_ENABLE_INSTRUCTIONS`` says, and OpenBLAS's AVX-512 kernels run a 
 hundreds of rows over twice as fast; for one-row products (decoding) MKL stays the faster one
 (benchmarks/README.md).  So on x86 CPUs that are not Intel's, with the ``scipy-openblas32`` wheel
 installed, :func:`many_rows` points MLX's ``cblas_sgemm`` at OpenBLAS for the length of a block of
-work made of large products (the speech encoder, the vocoder) and back afterwards; everything else stays on
-MKL.  OpenBLAS runs one thread per call there, and the encoder cuts its frames over MLX's CPU
-streams (:func:`seamless_mlx.cpu.streams.split_rows`); the vocoder, whose per-tap products are too
-short-lived to cut, asks for one thread per core.  A call already running when the pointer
+work made of products with more than a few rows (the speech and text encoders, the T2U model, the
+vocoder, and a decoder search over a batch or beams: 16-row decode steps ran 1.6x faster) and
+back afterwards; one-row decoding stays on MKL.  The speech encoder runs OpenBLAS on one thread
+per call and cuts its frames over MLX's CPU streams (:func:`seamless_mlx.cpu.streams.split_rows`);
+the others, whose products are too short-lived to cut, ask for one thread per core.  A call already running when the pointer
 changes finishes in the library it entered, and both libraries compute the same product, so a swap
 is never wrong, only faster or slower.  That build exports every symbol with a ``scipy_`` prefix
 (it never wins symbol resolution).  Its runtime CPU detection does not know every new CPU, and
