@@ -69,7 +69,7 @@ class TextEncoder(text.TextEncoder):
 
     def _forward(self, input_ids, embed, attention_mask):
         keep = None if attention_mask is None else np.flatnonzero(np.array(attention_mask).reshape(-1))
-        if keep is None or keep.size > tuning.PACK_MAX_FILL * input_ids.size or not len(self.layers):
+        if keep is None or not 0 < keep.size <= tuning.PACK_MAX_FILL * input_ids.size or not len(self.layers):
             return super().__call__(input_ids, embed, attention_mask)
         B, S = input_ids.shape
         x = embed(input_ids) * self.embed_scale
