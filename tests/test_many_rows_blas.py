@@ -77,7 +77,7 @@ print(json.dumps(res))
 
 def _probe(**env):
     proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+                          env={**{k: v for k, v in os.environ.items() if k != "SEAMLESS_MLX_MANY_ROWS_BLAS"}, **env})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -153,6 +153,10 @@ def test_encoder_with_its_frames_split_matches_transformers(split_everywhere, le
 # --- searches and the all-token blocks (text encoder, T2U) on the many-row library ------------------
 
 
+# in this process: the library is there and not switched off (SEAMLESS_MLX_MANY_ROWS_BLAS=off)
+switches_here = pytest.mark.skipif(not blas.many_rows_library(), reason="no many-row BLAS in this process")
+
+
 @pytest.fixture(scope="module")
 def t2tt(tiny_checkpoint):
     import seamless_mlx as sm
@@ -162,7 +166,7 @@ def t2tt(tiny_checkpoint):
     return cpu.accelerate(model), load_hf(tiny_checkpoint)[1]
 
 
-@needs_second_blas
+@switches_here
 def test_decoding_switches_from_a_few_rows_on_and_switches_back(t2tt):
     model, _ = t2tt
     main = blas.bound_library()
@@ -222,7 +226,7 @@ def test_every_search_announces_its_rows_and_runs_inside(t2tt, monkeypatch, text
     assert out.sequences.shape[0] == texts * kw.get("num_return_sequences", 1)
 
 
-@needs_second_blas
+@switches_here
 def test_text_encoder_and_t2u_run_on_the_many_row_library(t2tt, monkeypatch, tiny_checkpoint):
     """The all-token blocks evaluate inside the switch (one thread per core) and give what the
     main library gives."""
