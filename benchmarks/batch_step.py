@@ -5,7 +5,8 @@ Two parts:
 * ``--gemm``: the decoder's products at 1, 4 and 16 rows (v2-large shapes: the fused q/k/v
   1024 -> 3072, 1024 -> 1024, the feed-forward 1024 -> 8192 and 8192 -> 1024, and the tied LM head
   1024 -> 256102), achieved GFLOP/s and weight-streaming GB/s for seamless-mlx's CPU route
-  (``cpu.linear.linear``), MLX's plain ``x @ W.T``, the transposed product ``(W @ x.T).T``, the
+  (``cpu.linear.linear``; also inside ``blas.many_rows`` where this CPU has that library, as
+  searches over 4+ rows run), MLX's plain ``x @ W.T``, the transposed product ``(W @ x.T).T``, the
   same split by output rows over two CPU streams (what the one-row route does), and torch's
   ``F.linear`` (in its own process: torch next to MLX slows MKL).  Random weights; no checkpoint.
 * ``--step FOLDER``: a converted full-size T2TT model: the decode step at batch 1 and 16 (sources
@@ -50,6 +51,7 @@ def _row(impl, m, k, n, seconds) -> dict:
 def mlx_gemm_rows(ms=(1, 4, 16)) -> list:
     import seamless_mlx  # noqa: F401  (first: binds MLX to the fast BLAS)
     import mlx.core as mx
+    from seamless_mlx.cpu import blas, tuning
     from seamless_mlx.cpu.linear import linear
     from seamless_mlx.cpu.streams import on_streams, split_bounds
 
@@ -69,6 +71,10 @@ def mlx_gemm_rows(ms=(1, 4, 16)) -> list:
             }
             for name, f in impls.items():
                 out.append(_row(name, m, k, n, _median_s(lambda f=f: mx.eval(f()), 5 if n > 100000 else 30)))
+            if blas.many_rows_library():  # what a search over this many rows runs on (>= MANY_ROWS_MIN_ROWS)
+                with blas.many_rows(tuning.CPU_CORES):
+                    s = _median_s(lambda: mx.eval(linear(x, w)), 5 if n > 100000 else 30)
+                out.append(_row("seamless-mlx route, many-row BLAS", m, k, n, s))
         del w, halves
     return out
 
