@@ -33,6 +33,14 @@ def text_ids():
     return np.random.default_rng(0).integers(4, 200, size=(1, 20))
 
 
+def text_batch():
+    """Four rows of 20, 14, 9 and 17 of those ids, right-padded with the pad id 0, and their mask:
+    a padded text-encoder batch and a 4-row search (CPU: packed encoder, many-row BLAS)."""
+    ids = np.random.default_rng(1).integers(4, 200, size=(4, 20))
+    mask = (np.arange(20)[None, :] < np.array([20, 14, 9, 17])[:, None]).astype(np.int64)
+    return ids * mask, mask
+
+
 def speech():
     """10 s of a tone in noise (the speech-output tests' signal)."""
     from test_speech_output import _audio
@@ -44,6 +52,7 @@ def speech():
 CASES = {
     "t2tt_greedy": ("text", {"generate_speech": False, "max_new_tokens": 24}),
     "t2tt_beam": ("text", {"generate_speech": False, "max_new_tokens": 12, "num_beams": 3}),
+    "t2tt_batch": ("text_batch", {"generate_speech": False, "max_new_tokens": 16}),
     "s2tt_greedy": ("speech", {"generate_speech": False, "max_new_tokens": 24}),
     "asr_beam": ("speech", {"tgt_lang": "eng", "generate_speech": False, "max_new_tokens": 12, "num_beams": 2}),
     "t2st": ("text", {"speaker_id": SPEAKER, "text_max_new_tokens": 24, "return_intermediate_token_ids": True}),
@@ -71,7 +80,9 @@ def reference(folder: str, out_path: str) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     model = transformers.SeamlessM4Tv2Model.from_pretrained(folder).eval()
     feats = transformers.SeamlessM4TFeatureExtractor()(speech(), sampling_rate=SR, return_tensors="pt")
-    inputs = {"text": {"input_ids": torch.tensor(text_ids())}, "speech": dict(feats)}
+    ids, mask = text_batch()
+    inputs = {"text": {"input_ids": torch.tensor(text_ids())}, "speech": dict(feats),
+              "text_batch": {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}}
     result = {}
     with torch.inference_mode():
         enc = model.speech_encoder(feats["input_features"], attention_mask=feats["attention_mask"])
@@ -115,7 +126,9 @@ def ours(folder) -> dict:
     model = sm.SeamlessM4Tv2Model.from_pretrained(folder)
     feats = SeamlessM4TFeatureExtractor()(speech(), sampling_rate=SR, return_tensors="mlx")
     speech_in = {"input_features": feats["input_features"], "attention_mask": feats["attention_mask"]}
-    inputs = {"text": {"input_ids": mx.array(text_ids())}, "speech": speech_in}
+    ids, mask = text_batch()
+    inputs = {"text": {"input_ids": mx.array(text_ids())}, "speech": speech_in,
+              "text_batch": {"input_ids": mx.array(ids), "attention_mask": mx.array(mask)}}
     states, _ = model.encode_speech(**speech_in)
     result = {"speech_encoder": np.array(states)}
     for name, (kind, kw) in CASES.items():
