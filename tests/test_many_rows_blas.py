@@ -291,3 +291,26 @@ def test_padded_text_batch_is_encoded_packed_as_transformers_encodes_it(t2tt, ti
     np.testing.assert_allclose(packed[valid], ref[valid], atol=1e-4)
     np.testing.assert_allclose(packed[valid], unpacked[valid], atol=1e-5)
     assert not packed[~valid].any()
+
+
+def test_quantized_text_encoder_packs_as_it_encodes_unpacked(tiny_checkpoint, monkeypatch):
+    """Quantized projections cannot be fused: the packed path runs them one by one."""
+    import seamless_mlx as sm
+    from checkpoints import load_hf
+    from seamless_mlx.quantize import quantize_model
+
+    model = sm.SeamlessM4Tv2ForTextToText.from_pretrained(tiny_checkpoint)
+    quantize_model(model, 8, 32)
+    cpu.accelerate(model)
+    proc = load_hf(tiny_checkpoint)[1]
+    enc = proc(text=["One sentence that is clearly the longest of the three here.", "Hi", "Oui"],
+               src_lang="eng", return_tensors="np", padding=True)
+    ids, mask = mx.array(enc["input_ids"]), mx.array(enc["attention_mask"])
+    valid = enc["attention_mask"].astype(bool)
+    assert valid.mean() < tuning.PACK_MAX_FILL
+    assert model.text_encoder.layers[0].self_attn.fuse_qkv() is None
+    packed = np.array(model.encode_text(ids, mask)[0])
+    monkeypatch.setattr(tuning, "PACK_MAX_FILL", 0.0)
+    unpacked = np.array(model.encode_text(ids, mask)[0])
+    np.testing.assert_allclose(packed[valid], unpacked[valid], atol=1e-5)
+    assert not packed[~valid].any()
