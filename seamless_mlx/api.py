@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
+import mlx.core as mx
 import numpy as np
 
 from . import model as model_classes
@@ -611,9 +612,10 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
     batch = 1 if speaking else max(1, min(TEXT_BATCH, TEXT_BATCH_POSITIONS // (beams * max_new)))
     sep = "" if tgt in UNSPACED_LANGS else " "
     src = src_lang.replace("__", "")
-    jobs = []
+    jobs, encoded = [], []
     for _, text in pieces:
-        length = len(processor(text=text, src_lang=src)["input_ids"])
+        encoded.append(processor(text=text, src_lang=src))  # lists; kept for the piece-by-piece path
+        length = len(encoded[-1]["input_ids"])
         jobs.append(Job(model=m, processor=processor, tgt_lang=tgt, text=text, src_lang=src, length=length,
                         speech=speech, speaker_id=speaker_id, gen_kwargs=generation_kwargs(preset, length, **decoding)))
 
@@ -646,8 +648,7 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
                     on_text(joiner(i))
                 if i:
                     on_audio(np.zeros(int(GAP_S * SAMPLE_RATE), dtype=np.float32))
-                inputs = processor(text=job.text, src_lang=src, return_tensors="mlx")
-                inputs = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask")}
+                inputs = {k: mx.array([encoded[i][k]], dtype=mx.int32) for k in ("input_ids", "attention_mask")}
                 results.append(_translate_one(m, processor, inputs, job.length, tgt, speech, speaker_id,
                                               job.gen_kwargs, on_text, on_audio))
                 if bar is not None:
