@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from .api import AUDIO_EXTENSIONS, Result, transcribe, translate
-from .fileio import write_text_atomic
+from .fileio import check_output_path, write_text_atomic
 from .segment import split_sentences
 
 DOCUMENT_EXTENSIONS = (".txt", ".srt", ".vtt")
@@ -366,8 +366,7 @@ def cli_translate(args) -> int:
                              f"{out.stem}{src.suffix}.")
         if out.resolve() == src.resolve():
             raise ValueError(f"the output would overwrite the input {src.name}; choose another name (-o).")
-        if not out.parent.is_dir():
-            raise ValueError(f"the output folder {out.parent} does not exist; create it first.")
+        out = check_output_path(out, overwrite=args.overwrite, inputs=[src])  # before the work, as for one text
     content = translate_file(src, args.tgt_lang, args.src_lang, progress=progress, **_api_options(args))
     if out is None:
         sys.stdout.write(content if content.endswith("\n") else content + "\n")

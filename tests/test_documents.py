@@ -199,3 +199,18 @@ def test_document_errors_are_one_line_before_any_work(cli):
     assert (cli.cwd / "doc2.txt").read_text(encoding="utf-8") == "Hello.\n"
     r = cli("translate", cli.cwd, "--tgt-lang", "fra")
     assert r.returncode == 2 and "-o" in r.stderr
+
+
+def test_document_keeps_an_existing_output_unless_told_to_replace_it(cli):
+    (cli.cwd / "keep.srt").write_bytes(SRT.encode())
+    (cli.cwd / "keep.spa.srt").write_text("the user's own file\n", encoding="utf-8")
+    r = cli("translate", "keep.srt", "--src-lang", "eng", "--tgt-lang", "spa", "-o", "keep.spa.srt")
+    assert r.returncode == 2 and "already exists" in r.stderr and "-y" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (cli.cwd / "keep.spa.srt").read_text(encoding="utf-8") == "the user's own file\n"
+    r = cli("translate", "keep.srt", "--src-lang", "eng", "--tgt-lang", "spa", "-o", "keep.spa.srt", "-y")
+    assert r.returncode == 0, r.stderr
+    assert len(list(srt.parse((cli.cwd / "keep.spa.srt").read_text(encoding="utf-8")))) == len(list(srt.parse(SRT)))
+    (cli.cwd / "alias.srt").symlink_to("keep.srt")  # a link to the input is the input, -y or not
+    r = cli("translate", "keep.srt", "--src-lang", "eng", "--tgt-lang", "spa", "-o", "alias.srt", "-y")
+    assert r.returncode == 2 and (cli.cwd / "keep.srt").read_bytes() == SRT.encode()
