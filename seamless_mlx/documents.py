@@ -4,7 +4,8 @@
   batches (:func:`seamless_mlx.api.translate` on a list), and the lines are put back together;
   blank lines, indentation and trailing spaces are kept, so paragraphs stay paragraphs.
 * A ``.srt``/``.vtt`` file: every cue's text is translated (its lines joined into one sentence,
-  the translation wrapped back onto as many lines); cue numbers, identifiers, timing lines
+  the translation wrapped back onto as many lines; a dialogue cue line by line; markup such as
+  ``<i>`` or ``{\\an8}`` kept around the translation, not translated); cue numbers, identifiers, timing lines
   (with VTT cue settings), the ``WEBVTT`` header, ``NOTE``/``STYLE``/``REGION`` blocks and the
   file's line endings are copied byte for byte.
 * A folder: one output per input, with the input's name, in the output folder.  Outputs that
@@ -19,7 +20,9 @@ while a translated subtitle file should differ from its source in the cue text o
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +88,41 @@ def _raise_first_error(results: List[Result], where: List[str]):
 # --------------------------------------------------------------------------------------------
 
 
+# Markup a cue's text may hold: HTML-like tags (``<i>``, ``</i>``, ``<font color=...>``, WebVTT's
+# ``<v Speaker>``, ``<c.class>``, ``<lang en>``), WebVTT timestamp tags (``<00:01.500>``) and ASS
+# override blocks (``{\an8}``, ``{\i1}``).  None of it is words to translate.
+_MARKUP = re.compile(r"</?[A-Za-z][^<>]*>|<(?:\d+:)?\d{2}:\d{2}\.\d{3}>|\{\\[^{}]*\}")
+_LEADING = re.compile(r"\s*(?:" + _MARKUP.pattern + r"|[-\u2010\u2013\u2014](?![-\u2010\u2013\u2014]))\s*")
+_CLOSING = re.compile(r"(?:</[A-Za-z][^<>]*>|\{\\[^{}]*\})\s*$")
+_DIALOGUE = re.compile(r"\s*(?:" + _MARKUP.pattern + r")*\s*[-\u2010\u2013\u2014]")
+
+
+@dataclass
+class Piece:
+    """One thing a cue says: ``text`` is translated, ``prefix`` (leading markup and a dialogue
+    dash) and ``suffix`` (closing markup) are put back around the translation as written."""
+
+    prefix: str
+    text: str
+    suffix: str
+
+    @classmethod
+    def of(cls, line: str, vtt: bool) -> "Piece":
+        prefix_end = 0
+        while (m := _LEADING.match(line, prefix_end)) and m.end() > prefix_end:
+            prefix_end = m.end()
+        body, suffix = line[prefix_end:], ""
+        while m := _CLOSING.search(body):
+            body, suffix = body[: m.start()], body[m.start():] + suffix
+        text = " ".join(_MARKUP.sub("", body).split())
+        return cls(line[:prefix_end], html.unescape(text) if vtt else text, suffix)
+
+    def render(self, translation: str, vtt: bool) -> str:
+        if vtt:  # a WebVTT cue's text cannot hold a bare & or <
+            translation = translation.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return self.prefix + translation + self.suffix
+
+
 @dataclass
 class Cue:
     """A subtitle cue: ``lines[text_start:text_end]`` of the file are its text lines."""
@@ -95,6 +133,31 @@ class Cue:
     def text(self, lines: List[str]) -> str:
         return " ".join(" ".join(lines[i].split()) for i in range(self.text_start, self.text_end)).strip()
 
+    def dialogue(self, lines: List[str]) -> bool:
+        """Two or more lines that each start with a dash: one speaker per line."""
+        own = lines[self.text_start:self.text_end]
+        return len(own) > 1 and all(_DIALOGUE.match(ln) for ln in own)
+
+    def pieces(self, lines: List[str], vtt: bool) -> List[Piece]:
+        """What is translated: each line of a dialogue, else the cue's lines joined."""
+        if self.dialogue(lines):
+            return [Piece.of(lines[i], vtt) for i in range(self.text_start, self.text_end)]
+        return [Piece.of(self.text(lines), vtt)]
+
+    def render(self, lines: List[str], pieces: List[Piece], translations: List[Optional[str]], vtt: bool) -> List[str]:
+        """The cue's new text lines: a dialogue keeps one line per speaker; other text is wrapped
+        onto as many lines as the cue had, its markup around the whole."""
+        if len(pieces) > 1:
+            return [lines[self.text_start + k] if t is None else p.render(t, vtt)
+                    for k, (p, t) in enumerate(zip(pieces, translations))]
+        (piece,), (t,) = pieces, translations
+        if t is None:
+            return lines[self.text_start:self.text_end]
+        wrapped = _wrap(Piece("", t, "").render(t, vtt), max(1, self.text_end - self.text_start))
+        wrapped[0] = piece.prefix + wrapped[0]
+        wrapped[-1] += piece.suffix  # the same line when the translation takes one
+        return wrapped
+
 
 @dataclass
 class SubtitleFile:
@@ -103,17 +166,25 @@ class SubtitleFile:
     bom: bool = False
     cues: List[Cue] = field(default_factory=list)
 
-    def render(self, texts: Optional[List[str]] = None) -> str:
-        """The file with each cue's text replaced by ``texts[i]`` (wrapped onto as many lines as
-        the cue had), everything else as read; ``texts=None`` gives the file back unchanged."""
+    @property
+    def vtt(self) -> bool:
+        return bool(self.lines) and self.lines[0].startswith("WEBVTT")
+
+    def render(self, texts: Optional[List[Union[None, str, List[str]]]] = None) -> str:
+        """The file with each cue's text replaced by ``texts[i]``: a string is wrapped onto as many
+        lines as the cue had, a list is the new lines, ``None`` keeps the cue's lines; everything
+        else as read.  ``texts=None`` gives the file back unchanged."""
         out: List[str] = []
         pos = 0
         for i, cue in enumerate(self.cues):
             out.extend(self.lines[pos:cue.text_start])
-            if texts is None:
+            new = None if texts is None else texts[i]
+            if new is None:
                 out.extend(self.lines[cue.text_start:cue.text_end])
+            elif isinstance(new, str):
+                out.extend(_wrap(new, max(1, cue.text_end - cue.text_start)))
             else:
-                out.extend(_wrap(texts[i], max(1, cue.text_end - cue.text_start)))
+                out.extend(new)
             pos = cue.text_end
         out.extend(self.lines[pos:])
         return ("\ufeff" if self.bom else "") + self.newline.join(out)
@@ -164,17 +235,25 @@ def _wrap(text: str, n_lines: int) -> List[str]:
 
 
 def translate_subtitles(content: str, tgt_lang: str, src_lang: str, **kw) -> str:
-    """Translate the cue texts of an SRT/VTT file given as text; all else is kept byte for byte."""
+    """Translate the cue texts of an SRT/VTT file given as text; all else is kept byte for byte.
+
+    Markup is not translated: a cue's leading tags (``<i>``, ``<v Speaker>``, ``{\\an8}``) and
+    closing tags stay around its translation, tags inside it are dropped, WebVTT entities
+    (``&amp;``) are read as characters and written escaped.  A dialogue cue (every line starts
+    with a dash) is translated line by line, so each speaker keeps a line."""
     sub = parse_subtitles(content)
-    texts = [c.text(sub.lines) for c in sub.cues]
-    todo = [i for i, t in enumerate(texts) if t]
+    vtt = sub.vtt
+    pieces = [c.pieces(sub.lines, vtt) for c in sub.cues]
+    todo = [(i, k) for i, ps in enumerate(pieces) for k, p in enumerate(ps) if p.text]
     if not todo:
         raise ValueError("the subtitle file has no cues with text.")
-    results = translate([texts[i] for i in todo], tgt_lang=tgt_lang, src_lang=src_lang, **kw)
-    _raise_first_error(results, [f"cue {i + 1}" for i in todo])
-    for i, r in zip(todo, results):
-        texts[i] = r.text
-    return sub.render(texts)
+    results = translate([pieces[i][k].text for i, k in todo], tgt_lang=tgt_lang, src_lang=src_lang, **kw)
+    _raise_first_error(results, [f"cue {i + 1}" for i, _ in todo])
+    done = {ik: r.text for ik, r in zip(todo, results)}
+    return sub.render([
+        cue.render(sub.lines, ps, [done.get((i, k)) for k in range(len(ps))], vtt)
+        for i, (cue, ps) in enumerate(zip(sub.cues, pieces))
+    ])
 
 
 def translate_file(path: Union[str, os.PathLike], tgt_lang: str, src_lang: Optional[str], **kw) -> str:

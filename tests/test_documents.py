@@ -16,7 +16,7 @@ import soundfile as sf
 import srt
 
 from seamless_mlx.api import transcribe, translate
-from seamless_mlx.documents import parse_subtitles, split_sentences
+from seamless_mlx.documents import Piece, parse_subtitles, split_sentences, translate_subtitles
 from seamless_mlx.fileio import write_text_atomic as write_atomic
 
 SR = 16000
@@ -128,6 +128,37 @@ def test_vtt_translation_keeps_header_notes_settings_and_timings(cli):
     kept = lambda sub: [ln for i, ln in enumerate(sub.lines)  # noqa: E731
                         if not any(c.text_start <= i < c.text_end for c in sub.cues)]
     assert kept(got) == kept(src)
+
+
+MARKED_SRT = (
+    "1\n00:00:01,000 --> 00:00:02,000\n<i>Hello there,</i>\n<i>how are you?</i>\n\n"
+    "2\n00:00:03,000 --> 00:00:04,000\n- Where are you going?\n-Home.\n\n"
+    "3\n00:00:05,000 --> 00:00:06,000\n{\\an8}It is five <b>o'clock</b>.\n\n"
+    "4\n00:00:07,000 --> 00:00:08,000\n<i></i>\n"
+)
+
+
+def test_subtitle_markup_is_kept_not_translated_and_dialogue_keeps_a_line_per_speaker(mlx_model):
+    out = translate_subtitles(MARKED_SRT, "fra", "eng", model=mlx_model, max_new_tokens=5)
+    said = ["Hello there, how are you?", "Where are you going?", "Home.", "It is five o'clock."]
+    expected = [r.text for r in translate(said, tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=5)]
+    sub = parse_subtitles(out)
+    cue = lambda i: sub.lines[sub.cues[i].text_start:sub.cues[i].text_end]  # noqa: E731
+    assert len(sub.cues) == 4 and out.count("-->") == 4
+    first = cue(0)
+    assert len(first) <= 2 and first[0].startswith("<i>") and first[-1].endswith("</i>")
+    assert " ".join(" ".join(first)[3:-4].split()) == " ".join(expected[0].split())
+    assert cue(1) == ["- " + expected[1], "-" + expected[2]]  # one line per speaker, dashes as written
+    assert cue(2) == ["{\\an8}" + expected[3]]
+    assert cue(3) == ["<i></i>"]  # nothing to say: kept
+
+
+def test_webvtt_cue_text_is_read_unescaped_and_written_escaped():
+    piece = Piece.of("<v Roger>Salt &amp; pepper &lt;3", vtt=True)
+    assert (piece.prefix, piece.text, piece.suffix) == ("<v Roger>", "Salt & pepper <3", "")
+    assert piece.render("Sel & poivre <3", vtt=True) == "<v Roger>Sel &amp; poivre &lt;3"
+    srt_piece = Piece.of("Salt &amp; pepper", vtt=False)  # SRT has no entities: text as written
+    assert srt_piece.text == "Salt &amp; pepper" and srt_piece.render("a & b", vtt=False) == "a & b"
 
 
 def test_txt_document_keeps_paragraphs_blank_lines_and_indentation(cli, mlx_model):
