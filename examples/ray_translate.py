@@ -4,8 +4,9 @@
     python examples/ray_translate.py recordings/ --tgt-lang fra --out translated/ --workers 4
 
 A ``.txt`` file (or a folder of them) is read with ``ray.data.read_text``: one row per line.  A
-folder of audio files becomes one row per file (its path: every worker must see the folder, e.g.
-on shared storage).  Each worker loads the model once (``seamless_mlx.ray.Translator``) and
+folder of audio files becomes one row per file: its path (every worker must see the folder, e.g.
+on shared storage), or with ``--as-bytes`` the file's bytes read by ``ray.data.read_binary_files``
+(any storage Ray reads, ``s3://...`` included; the workers decode them).  Each worker loads the model once (``seamless_mlx.ray.Translator``) and
 translates its batches; the rows come back in input order and are written as Parquet, a bad row
 with its ``error`` filled in instead of failing the job.  Without ``--address`` Ray starts on
 this machine.
@@ -33,10 +34,11 @@ p.add_argument("--cpus-per-worker", type=int, default=1)
 p.add_argument("--batch-size", type=int, default=16, help="rows decoded together in a worker")
 p.add_argument("--max-new-tokens", type=int, default=None)
 p.add_argument("--address", default=None, help="a running Ray cluster (default: start one here)")
+p.add_argument("--as-bytes", action="store_true", help="send the recordings' bytes to the workers, not their paths")
 args = p.parse_args()
 
 src = Path(args.source)
-audio = src.is_dir() and any(f.suffix.lower() in AUDIO_EXTENSIONS for f in src.iterdir())
+audio = args.as_bytes or (src.is_dir() and any(f.suffix.lower() in AUDIO_EXTENSIONS for f in src.iterdir()))
 if args.address:
     ray.init(address=args.address)
 else:
@@ -44,7 +46,11 @@ else:
     ray.init(num_cpus=args.workers * args.cpus_per_worker + 1, include_dashboard=False)
 DataContext.get_current().execution_options.preserve_order = True
 
-if audio:
+column = "text"
+if args.as_bytes:
+    ds = ray.data.read_binary_files(args.source, include_paths=True, file_extensions=[e.lstrip(".") for e in AUDIO_EXTENSIONS])
+    column = "bytes"
+elif audio:
     files = sorted(str(f.resolve()) for f in src.iterdir() if f.suffix.lower() in AUDIO_EXTENSIONS)
     ds = ray.data.from_items([{"text": f} for f in files])
 else:
@@ -54,10 +60,12 @@ options = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
 ds = ds.map_batches(
     Translator,
     fn_constructor_kwargs=dict(model=args.model, tgt_lang=args.tgt_lang, src_lang=args.src_lang,
-                               batch_size=args.batch_size, speech_input=audio, **options),
+                               batch_size=args.batch_size, speech_input=audio, source_column=column, **options),
     batch_size=args.batch_size * 4, batch_format="numpy", num_cpus=args.cpus_per_worker,
     compute=ray.data.ActorPoolStrategy(size=args.workers),
 )
+if args.as_bytes:
+    ds = ds.drop_columns(["bytes"])  # the recordings themselves need not be written again
 ds.write_parquet(args.out)
 failed = ray.data.read_parquet(args.out).filter(lambda row: bool(row["error"])).count()
 print(f"wrote {args.out}/ ({failed} rows failed; see their 'error' column)", file=sys.stderr)

@@ -17,7 +17,9 @@ single-process call would give it::
 
 Rows keep every input column and gain ``translation`` (text) and ``error`` (empty, or why the row
 could not be translated: a bad row never fails the job).  The source column (``source_column``,
-default ``"text"``) holds text, or audio file paths the workers can read; optional per-row
+default ``"text"``) holds text, audio file paths the workers can read, encoded audio files
+(``ray.data.read_binary_files``' ``"bytes"`` column: storage the workers cannot see as paths,
+such as S3), or waveform arrays (at the ``sampling_rate`` option, 16 kHz by default); optional per-row
 ``src_lang``/``tgt_lang`` columns override the constructor's languages.  Set
 ``DataContext.get_current().execution_options.preserve_order = True`` to get rows back in input
 order (Ray may reorder them otherwise); the ``examples/ray_translate.py`` script does.
@@ -29,12 +31,14 @@ while Ray Data may call an actor from other threads than the one that constructe
 
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Optional
 
 import numpy as np
 
 from .api import DEFAULT_MODEL, get_model, model_folder, translate
+from .audio import SAMPLE_RATE, load_audio
 
 __all__ = ["Translator"]
 
@@ -66,21 +70,65 @@ class Translator:
         task = "s2tt" if speech_input else "t2tt"
         self._mlx_thread.submit(get_model, self.model, task, options.get("quantize")).result()  # load once, here
 
-    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """``batch`` in Ray's ``"numpy"`` format (column -> array); returns it with the outputs."""
+    def __call__(self, batch) -> Dict[str, np.ndarray]:
+        """``batch`` in Ray's ``"numpy"`` format (column -> array; ``"pandas"`` works too); returns it
+        with the outputs."""
+        if not isinstance(batch, dict):  # a pandas DataFrame
+            batch = {str(c): batch[c].to_numpy() for c in batch.columns}
         if self.source_column not in batch:
             raise ValueError(f"the dataset has no column {self.source_column!r}; columns: {', '.join(batch)}. "
                              "Pass source_column= to name the one with the texts or audio paths.")
-        sources = [str(s) for s in batch[self.source_column]]
-        n = len(sources)
+        column = batch[self.source_column]
+        n = len(column)
         tgt = [str(x) for x in batch["tgt_lang"]] if "tgt_lang" in batch else self.tgt_lang
         src = [str(x) for x in batch["src_lang"]] if "src_lang" in batch else self.src_lang
         if tgt is None:
             raise ValueError("give tgt_lang= to Translator, or a tgt_lang column in the dataset.")
-        results = self._mlx_thread.submit(
-            translate, sources, tgt_lang=tgt, src_lang=src, model=self.model, batch_size=self.batch_size, **self.options
-        ).result() if n else []
+        texts, errors = [""] * n, [""] * n
+        # encoded audio files (read_binary_files' "bytes" column) are decoded here, at 16 kHz; text,
+        # paths and waveforms (at the ``sampling_rate`` option) go to translate as they are
+        plain, encoded = [], []
+        for i, x in enumerate(column):
+            if isinstance(x, (bytes, bytearray, memoryview)):
+                encoded.append(i)
+            else:
+                plain.append(i)
+        for rows, rate in ((plain, None), (encoded, SAMPLE_RATE)):
+            sources, kept = [], []
+            for i in rows:
+                try:
+                    name = str(batch["path"][i]) if "path" in batch else "the row's audio bytes"
+                    sources.append(_decoded(column[i], name) if rate else _plain(column[i]))
+                    kept.append(i)
+                except ValueError as e:
+                    errors[i] = str(e)
+            if not sources:
+                continue
+            opts = dict(self.options, sampling_rate=rate) if rate else self.options
+            pick = lambda langs: langs if not isinstance(langs, list) else [langs[i] for i in kept]  # noqa: E731
+            results = self._mlx_thread.submit(
+                translate, sources, tgt_lang=pick(tgt), src_lang=pick(src), model=self.model,
+                batch_size=self.batch_size, **opts,
+            ).result()
+            for i, r in zip(kept, results):
+                texts[i], errors[i] = r.text, r.error or ""
         out = dict(batch)
-        out[self.output_column] = np.array([r.text for r in results], dtype=object)
-        out["error"] = np.array([r.error or "" for r in results], dtype=object)
+        out[self.output_column] = np.array(texts, dtype=object)
+        out["error"] = np.array(errors, dtype=object)
         return out
+
+
+def _plain(x):
+    """A row's source as :func:`seamless_mlx.api.translate` takes it: a float/int waveform array
+    as is, anything else as its text (a sentence or an audio path)."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
+        return x
+    return str(x)
+
+
+def _decoded(data, name: str) -> np.ndarray:
+    """The 16 kHz waveform of an encoded audio file's bytes (WAV, FLAC, MP3, OGG, ...); errors
+    name the file as ``name`` (read_binary_files' ``path`` column when there is one)."""
+    f = io.BytesIO(bytes(data))
+    f.name = name
+    return load_audio(f, SAMPLE_RATE)

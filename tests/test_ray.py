@@ -52,3 +52,44 @@ def test_map_batches_equals_single_process_api_in_order(local_ray, mlx_model):
     assert [r["translation"] for r in out] == [e.text for e in expected]
     assert [bool(r["error"]) for r in out] == [not t for t, _ in TEXTS]
     assert all("empty" in r["error"] for r in out if r["error"])
+
+
+def _clip(seconds, freq, rate):
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.2 * np.sin(2 * np.pi * freq * t) + 0.02 * np.cos(2 * np.pi * 3 * freq * t)).astype(np.float32)
+
+
+def test_audio_rows_as_file_bytes_and_as_waveforms_equal_the_api(local_ray, mlx_model, tmp_path):
+    """read_binary_files' bytes (storage workers cannot open as paths) and waveform columns."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    files = [folder / "a.wav", folder / "b.flac"]
+    sf.write(files[0], _clip(1.2, 220, 16000), 16000)
+    sf.write(files[1], _clip(0.8, 330, 8000), 8000)  # resampled on the way in
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    kw = dict(model=mlx_model, tgt_lang="fra", max_new_tokens=6, batch_size=4, speech_input=True)
+    out = ray.data.read_binary_files(str(folder), include_paths=True).map_batches(
+        Translator, fn_constructor_kwargs=dict(source_column="bytes", **kw), batch_size=3, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
+    ).take_all()
+    got = {r["path"].rsplit("/", 1)[-1]: r for r in out}
+    assert sorted(got) == ["a.wav", "b.flac", "broken.wav"]
+    expected = translate([str(f) for f in files], tgt_lang="fra", model=mlx_model, max_new_tokens=6)
+    assert [got[f.name]["translation"] for f in files] == [e.text for e in expected]
+    assert [got[f.name]["error"] for f in files] == ["", ""]
+    assert "broken.wav" in got["broken.wav"]["error"] and got["broken.wav"]["translation"] == ""
+
+    waves = [_clip(1.0, 200, 8000), _clip(0.6, 500, 8000), np.zeros(3, np.float32)]  # the last is too short
+    rows = [{"id": i, "audio": w} for i, w in enumerate(waves)]
+    out = ray.data.from_items(rows).map_batches(
+        Translator, fn_constructor_kwargs=dict(source_column="audio", sampling_rate=8000, **kw), batch_size=3,
+        batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
+    ).take_all()
+    expected = translate(waves[:2], tgt_lang="fra", model=mlx_model, max_new_tokens=6, sampling_rate=8000)
+    assert [r["id"] for r in out] == [0, 1, 2]
+    assert [r["translation"] for r in out[:2]] == [e.text for e in expected] and out[2]["error"]
