@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from .api import AUDIO_EXTENSIONS, Result, transcribe, translate
 from .fileio import check_output_path, write_text_atomic
-from .segment import split_sentences
+from .segment import _CLOSERS, split_sentences
 
 DOCUMENT_EXTENSIONS = (".txt", ".srt", ".vtt")
 SUBTITLE_EXTENSIONS = (".srt", ".vtt")
@@ -50,30 +50,97 @@ def is_document(path: str) -> bool:
 # Plain-text documents
 # --------------------------------------------------------------------------------------------
 
+# A line that ends a sentence or a clause that may stand alone (closing quotes and brackets after it)
+_LINE_END = re.compile("[.!?:;\u2026\u203c\u061f\u06d4\u0964\u0965\u3002\uff01\uff1f\uff1a\uff1b][" + re.escape(_CLOSERS) + "]*$")
+_LIST_ITEM = re.compile(r"([-*\u2022+]|\d+[.)]|[a-z][.)])\s")
+HARD_WRAP_MIN_CHARS = 40  # a hard-wrapped line (not the last of its paragraph) is at least this long
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _continued(prev: str, line: str, width: int) -> bool:
+    """True when ``line`` carries on the sentence of ``prev`` in a hard-wrapped paragraph: ``prev``
+    is long (near the document's widest line), ends without a sentence or clause end, and ``line``
+    has its indentation and goes on with a lower-case letter (not a list item)."""
+    p, q = prev.strip(), line.strip()
+    return (
+        len(p) >= max(HARD_WRAP_MIN_CHARS, 0.6 * width)
+        and not _LINE_END.search(p)
+        and q[:1].islower()
+        and not _LIST_ITEM.match(q)
+        and _indent(prev) == _indent(line)
+    )
+
+
+def _blocks(lines: List[str]) -> List[List[int]]:
+    """The document's non-blank lines grouped: a hard-wrapped sentence's lines together, any other
+    line alone."""
+    width = max((len(ln.strip()) for ln in lines), default=0)
+    blocks: List[List[int]] = []
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        if blocks and blocks[-1][-1] == n - 1 and _continued(lines[n - 1], line, width):
+            blocks[-1].append(n)
+        else:
+            blocks.append([n])
+    return blocks
+
+
+def _spread(text: str, n: int) -> List[str]:
+    """``text`` over exactly ``n`` lines of similar length: cut between words when it has enough of
+    them, else between characters (a target language written without spaces)."""
+    words = text.split()
+    if n <= 1:
+        return [text]
+    if len(words) >= n:
+        out: List[str] = []
+        k = 0
+        for i in range(n):
+            rest = words[k:]
+            left = n - i
+            if left == 1:
+                out.append(" ".join(rest))
+                break
+            target = len(" ".join(rest)) / left
+            take = 1
+            while take < len(rest) - (left - 1) and len(" ".join(rest[:take + 1])) <= target * 1.1:
+                take += 1
+            out.append(" ".join(rest[:take]))
+            k += take
+        return out
+    cuts = [round(i * len(text) / n) for i in range(n + 1)]
+    return [text[a:b].strip() for a, b in zip(cuts, cuts[1:])]
+
+
 def translate_document(text: str, src_lang: str, tgt_lang: str, **kw) -> str:
-    """Translate a plain-text document, keeping its layout: every line is translated sentence by
-    sentence (all sentences in batches), blank lines and each line's leading/trailing white space
-    are kept.  ``kw`` goes to :func:`seamless_mlx.api.translate` (``model``, ``batch_size``, ...).
+    """Translate a plain-text document, keeping its layout: every line keeps its place, its
+    leading and trailing white space, and blank lines stay blank.  Sentences are translated in
+    batches; a sentence hard-wrapped over several lines (a long line without a sentence end,
+    followed by one that goes on in lower case) is translated whole and spread back over those
+    lines.  ``kw`` goes to :func:`seamless_mlx.api.translate` (``model``, ``batch_size``, ...).
     """
     lines = text.split("\n")
-    pieces: List[Tuple[int, str]] = []  # (line number, sentence)
-    for n, line in enumerate(lines):
-        pieces.extend((n, s) for s in split_sentences(line))
+    blocks = _blocks(lines)
+    pieces: List[Tuple[int, str]] = []  # (block number, sentence)
+    for b, block in enumerate(blocks):
+        pieces.extend((b, s) for s in split_sentences(" ".join(lines[n].strip() for n in block)))
     if not pieces:
         raise ValueError("the document has no text to translate.")
     results = translate([s for _, s in pieces], tgt_lang=tgt_lang, src_lang=src_lang, **kw)
-    _raise_first_error(results, [f"line {n + 1}" for n, _ in pieces])
+    _raise_first_error(results, [f"line {blocks[b][0] + 1}" for b, _ in pieces])
     translated: Dict[int, List[str]] = {}
-    for (n, _), r in zip(pieces, results):
-        translated.setdefault(n, []).append(r.text)
-    out = []
-    for n, line in enumerate(lines):
-        if n not in translated:
-            out.append(line)
+    for (b, _), r in zip(pieces, results):
+        translated.setdefault(b, []).append(r.text)
+    out = list(lines)
+    for b, block in enumerate(blocks):
+        if b not in translated:
             continue
-        lead = line[: len(line) - len(line.lstrip())]
-        trail = line[len(line.rstrip()):]
-        out.append(lead + " ".join(translated[n]) + trail)
+        for n, new in zip(block, _spread(" ".join(translated[b]), len(block))):
+            line = lines[n]
+            out[n] = line[: _indent(line)] + new + line[len(line.rstrip()):]
     return "\n".join(out)
 
 

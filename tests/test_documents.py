@@ -175,6 +175,35 @@ def test_txt_document_keeps_paragraphs_blank_lines_and_indentation(cli, mlx_mode
     assert out[2].strip() == " ".join(one)
 
 
+WRAPPED = (
+    "A heading\n"
+    "\n"
+    "It was a bright cold day in April, and the clocks were striking\n"
+    "thirteen. Winston Smith slipped quickly through the glass doors of\n"
+    "the building, though not quickly enough to keep out the dust.\n"
+    "a) a list item that is long enough to look like a wrapped line of text\n"
+    "b) another item\n"
+    "\n"
+    "Last line.\n"
+)
+
+
+def test_txt_sentence_hard_wrapped_over_lines_is_translated_whole_and_spread_back(mlx_model):
+    from seamless_mlx.documents import translate_document
+
+    kw = dict(model=mlx_model, max_new_tokens=8)
+    out = translate_document(WRAPPED, "eng", "fra", **kw).split("\n")
+    src = WRAPPED.split("\n")
+    assert len(out) == len(src) and [i for i, s in enumerate(out) if not s] == [i for i, s in enumerate(src) if not s]
+    paragraph = " ".join(src[2:5])
+    sentences = split_sentences(paragraph)
+    assert len(sentences) == 2  # the first sentence spans two lines, the second two more
+    whole = " ".join(r.text for r in translate(sentences, tgt_lang="fra", src_lang="eng", **kw))
+    assert all(out[2:5]) and "".join("".join(out[2:5]).split()) == "".join(whole.split())  # may be cut in words
+    alone = translate([src[0], src[5], src[6], src[8]], tgt_lang="fra", src_lang="eng", **kw)  # lines of their own
+    assert [out[0], out[5], out[6], out[8]] == [r.text for r in alone]
+
+
 def test_folder_reports_a_corrupt_file_and_does_the_rest(cli):
     folder = cli.cwd / "mixed"
     _write_clips(folder, 3)
