@@ -359,13 +359,14 @@ def looks_like_audio_path(s: str) -> bool:
     )
 
 
-def _as_audio(source, sampling_rate: int = SAMPLE_RATE) -> Optional[np.ndarray]:
-    """The 16 kHz mono float32 waveform of an array / audio path, or None for text.
+def _as_audio(source, sampling_rate: int = SAMPLE_RATE, as_text: bool = False) -> Optional[np.ndarray]:
+    """The 16 kHz mono float32 waveform of an array / audio path, or None for text (every string
+    with ``as_text``).
 
     Arrays go through :func:`seamless_mlx.audio.prepare_audio`: float samples as is, int16/int32
     PCM scaled to [-1, 1], channels averaged, resampled from ``sampling_rate`` when it is not 16 kHz.
     """
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and looks_like_audio_path(source)):
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and not as_text and looks_like_audio_path(source)):
         return check_speech_length(load_audio(os.fspath(source), SAMPLE_RATE), f"audio file {os.fspath(source)!r}")
     if isinstance(source, str):
         return None
@@ -473,6 +474,7 @@ def translate(
     batch_size: int = 16,
     max_chars: int = DEFAULT_MAX_CHARS,
     on_audio: Optional[Callable[[np.ndarray], None]] = None,
+    as_text: bool = False,
 ) -> Union[Result, List[Result]]:
     """Translate text, an audio file or a 16 kHz waveform into ``tgt_lang`` text (and speech).
 
@@ -508,6 +510,9 @@ def translate(
             is synthesised: with greedy decoding a piece's first audio comes right after its text,
             before the rest of its speech (beam search: each piece's speech at once).  The calls,
             concatenated, are ``Result.audio`` (0.2 s silences between pieces included).
+        as_text: a string source is text to translate, never an audio file's path, even when it
+            names a file or ends in ``.wav``: for text that comes from documents, standard input or
+            other programs (a server's requests), which must never make the program read a file.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
@@ -516,10 +521,10 @@ def translate(
             raise ValueError("on_text/on_audio stream one source; pass a single source, or drop them for a list.")
         decoding = dict(num_beams=num_beams, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
         return _translate_list(list(source), tgt_lang, src_lang, speech, str(model), speaker_id, preset, decoding,
-                               max_segment_s, progress, quantize, sampling_rate, batch_size, max_chars)
+                               max_segment_s, progress, quantize, sampling_rate, batch_size, max_chars, as_text)
     if not isinstance(tgt_lang, str) or not tgt_lang:
         raise ValueError("tgt_lang is required, e.g. tgt_lang='fra'.")
-    audio = _as_audio(source, sampling_rate)
+    audio = _as_audio(source, sampling_rate, as_text)
     if audio is None:
         if not source.strip():
             raise ValueError("the input text is empty.")
@@ -681,7 +686,8 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
 
 
 def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, preset, decoding, max_segment_s,
-                    progress, quantize, sampling_rate, batch_size, max_chars=DEFAULT_MAX_CHARS) -> List[Result]:
+                    progress, quantize, sampling_rate, batch_size, max_chars=DEFAULT_MAX_CHARS,
+                    as_text=False) -> List[Result]:
     """``translate`` of each source, in padded batches: each source is cut into jobs exactly as
     alone (text lines and their sentences, recording pieces), the jobs of a window of sources run
     together."""
@@ -701,7 +707,7 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
         plans: Dict[int, Any] = {}  # item -> (parts, text lines or None, joiner) or its exception
         for i in range(w0, min(n, w0 + window)):
             try:
-                audio = _as_audio(sources[i], sampling_rate)
+                audio = _as_audio(sources[i], sampling_rate, as_text)
                 if audio is None and not sources[i].strip():
                     raise ValueError("the input text is empty.")
                 if audio is None and not srcs[i]:

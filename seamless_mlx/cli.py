@@ -257,6 +257,7 @@ def cmd_translate(args) -> int:
         max_new_tokens=args.max_new_tokens, max_segment_s=args.max_segment_s,
         progress=not args.quiet and not stream, quantize=args.quantize, on_text=_streamer(stream),
         no_repeat_ngram_size=args.no_repeat_ngram_size, on_audio=wav_pipe.write if wav_pipe else None,
+        as_text=not is_audio,
     )
     _report_time(args, t0, result)
     if wav_pipe is not None:

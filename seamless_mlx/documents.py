@@ -129,7 +129,7 @@ def translate_document(text: str, src_lang: str, tgt_lang: str, **kw) -> str:
         pieces.extend((b, s) for s in split_sentences(" ".join(lines[n].strip() for n in block)))
     if not pieces:
         raise ValueError("the document has no text to translate.")
-    results = translate([s for _, s in pieces], tgt_lang=tgt_lang, src_lang=src_lang, **kw)
+    results = translate([s for _, s in pieces], tgt_lang=tgt_lang, src_lang=src_lang, as_text=True, **kw)
     _raise_first_error(results, [f"line {blocks[b][0] + 1}" for b, _ in pieces])
     translated: Dict[int, List[str]] = {}
     for (b, _), r in zip(pieces, results):
@@ -314,7 +314,8 @@ def translate_subtitles(content: str, tgt_lang: str, src_lang: str, **kw) -> str
     todo = [(i, k) for i, ps in enumerate(pieces) for k, p in enumerate(ps) if p.text]
     if not todo:
         raise ValueError("the subtitle file has no cues with text.")
-    results = translate([pieces[i][k].text for i, k in todo], tgt_lang=tgt_lang, src_lang=src_lang, **kw)
+    results = translate([pieces[i][k].text for i, k in todo], tgt_lang=tgt_lang, src_lang=src_lang, as_text=True,
+                        **kw)
     _raise_first_error(results, [f"cue {i + 1}" for i, _ in todo])
     done = {ik: r.text for ik, r in zip(todo, results)}
     return sub.render([

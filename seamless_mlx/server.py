@@ -264,8 +264,9 @@ class Engine:
 
     def translate(self, source, tgt: str, src: Optional[str] = None, speech: bool = False, speaker_id: int = 0,
                   on_text: Optional[Callable[[str], None]] = None) -> Result:
+        # a request's text is never a path: it must not make the server read its own files
         return translate(source, tgt_lang=tgt, src_lang=src, speech=speech, model=self.folder, speaker_id=speaker_id,
-                         max_new_tokens=self.limits.max_new_tokens, on_text=on_text)
+                         max_new_tokens=self.limits.max_new_tokens, on_text=on_text, as_text=True)
 
     # ------------------------------------------------------------------ request checks
     def language(self, code: Optional[str], param: str, speech_out: bool = False, text_in: bool = False) -> str:

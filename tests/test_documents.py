@@ -204,6 +204,27 @@ def test_txt_sentence_hard_wrapped_over_lines_is_translated_whole_and_spread_bac
     assert [out[0], out[5], out[6], out[8]] == [r.text for r in alone]
 
 
+def test_text_that_names_a_file_is_translated_as_text_never_read(cli, mlx_model):
+    """A document line, a cue, standard input and --text are words, even when they name a file."""
+    _write_clips(cli.cwd / "here", 1)
+    clip = "here/clip00.wav"
+    assert (cli.cwd / clip).is_file()
+    words = [r.text for r in translate([clip, "Please play intro.mp3"], tgt_lang="fra", src_lang="eng",
+                                       model=mlx_model, max_new_tokens=5, as_text=True)]
+    (cli.cwd / "names.txt").write_text(f"{clip}\nPlease play intro.mp3\n", encoding="utf-8")
+    r = cli("translate", "names.txt", "--src-lang", "eng", "--tgt-lang", "fra")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == words
+    (cli.cwd / "names.srt").write_text(f"1\n00:00:01,000 --> 00:00:02,000\n{clip}\n", encoding="utf-8")
+    r = cli("translate", "names.srt", "--src-lang", "eng", "--tgt-lang", "fra")
+    assert r.returncode == 0 and r.stdout.split("\n")[2] == words[0], r.stderr
+    r = subprocess.run(cli.argv("translate", "-", "--src-lang", "eng", "--tgt-lang", "fra"), input=clip, env=cli.env,
+                       cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == words[0], r.stderr
+    r = cli("translate", "--text", "Please play intro.mp3", "--src-lang", "eng", "--tgt-lang", "fra")
+    assert r.returncode == 0 and r.stdout.strip() == words[1], r.stderr
+
+
 def test_folder_reports_a_corrupt_file_and_does_the_rest(cli):
     folder = cli.cwd / "mixed"
     _write_clips(folder, 3)

@@ -239,6 +239,17 @@ def test_translate_accepts_json_list_and_form_bodies(http, api):
     assert r.json()["translatedText"] == api("Hello world", "deu", "eng").text
 
 
+def test_text_naming_a_file_on_the_server_is_spoken_as_text_never_read(oai, clip, mlx_model):
+    from seamless_mlx.api import translate
+
+    path = str(clip[0])  # a recording the server's machine holds
+    r = oai.audio.speech.create(model="tts-1", voice="alloy", input=path, response_format="wav",
+                                extra_body={"language": "fr", "source_language": "en"})
+    ref = translate(path, tgt_lang="fra", src_lang="eng", speech=True, model=mlx_model, max_new_tokens=MAX_NEW,
+                    as_text=True)
+    assert ref.text and same_samples(r.content, ref.audio)
+
+
 def test_translate_keeps_lines_like_api(http, api):
     text = "Hello world\n\nGood morning"
     r = http.post("/translate", json={"q": text, "source": "en", "target": "fr"})
