@@ -208,14 +208,19 @@ class Cue:
     def pieces(self, lines: List[str], vtt: bool) -> List[Piece]:
         """What is translated: each line of a dialogue, else the cue's lines joined."""
         if self.dialogue(lines):
-            return [Piece.of(lines[i], vtt) for i in range(self.text_start, self.text_end)]
+            return [Piece.of(lines[i].rstrip("\r"), vtt) for i in range(self.text_start, self.text_end)]
         return [Piece.of(self.text(lines), vtt)]
+
+    def eol(self, lines: List[str]) -> str:
+        """``"\r"`` when the cue's text lines end in CRLF in a file split at LF (mixed files too)."""
+        return "\r" if lines[self.text_start].endswith("\r") else ""
 
     def render(self, lines: List[str], pieces: List[Piece], translations: List[Optional[str]], vtt: bool) -> List[str]:
         """The cue's new text lines: a dialogue keeps one line per speaker; other text is wrapped
         onto as many lines as the cue had, its markup around the whole."""
+        eol = self.eol(lines)
         if len(pieces) > 1:
-            return [lines[self.text_start + k] if t is None else p.render(t, vtt)
+            return [lines[self.text_start + k] if t is None else p.render(t, vtt) + eol
                     for k, (p, t) in enumerate(zip(pieces, translations))]
         (piece,), (t,) = pieces, translations
         if t is None:
@@ -223,7 +228,7 @@ class Cue:
         wrapped = _wrap(Piece("", t, "").render(t, vtt), max(1, self.text_end - self.text_start))
         wrapped[0] = piece.prefix + wrapped[0]
         wrapped[-1] += piece.suffix  # the same line when the translation takes one
-        return wrapped
+        return [w + eol for w in wrapped]
 
 
 @dataclass
@@ -249,7 +254,7 @@ class SubtitleFile:
             if new is None:
                 out.extend(self.lines[cue.text_start:cue.text_end])
             elif isinstance(new, str):
-                out.extend(_wrap(new, max(1, cue.text_end - cue.text_start)))
+                out.extend(w + cue.eol(self.lines) for w in _wrap(new, max(1, cue.text_end - cue.text_start)))
             else:
                 out.extend(new)
             pos = cue.text_end
@@ -257,17 +262,23 @@ class SubtitleFile:
         return ("\ufeff" if self.bom else "") + self.newline.join(out)
 
 
+_TIMING = re.compile(r"\s*(?:\d+:)?\d{1,2}:\d{1,2}[,.]\d{1,3}\s*-->\s*(?:\d+:)?\d{1,2}:\d{1,2}[,.]\d{1,3}")
+
+
 def parse_subtitles(content: str) -> SubtitleFile:
     """Find the cues of an SRT or WebVTT file.
 
     Blocks are separated by blank lines; a block with a ``-->`` timing line is a cue, whose text
-    is every line after the timing line.  Blocks without one (``WEBVTT`` header, ``NOTE``,
-    ``STYLE``, ``REGION``) are kept as they are.
+    is every line after the timing line, up to another timing line (cues not separated by a blank
+    line; the cue number just before it is not text).  Blocks without one (``WEBVTT`` header,
+    ``NOTE``, ``STYLE``, ``REGION``) are kept as they are.  Lines are split at LF and each keeps
+    its own CR, so a file mixing CRLF and LF lines comes back as it was (old Mac files, CR only,
+    are split at CR).
     """
     bom = content.startswith("\ufeff")
     if bom:
         content = content[1:]
-    newline = "\r\n" if "\r\n" in content else "\n"
+    newline = "\r" if "\r" in content and "\n" not in content else "\n"
     lines = content.split(newline)
     sub = SubtitleFile(lines=lines, newline=newline, bom=bom)
     i = 0
@@ -279,8 +290,14 @@ def parse_subtitles(content: str) -> SubtitleFile:
         while j < len(lines) and lines[j].strip():
             j += 1
         timing = next((k for k in range(i, j) if "-->" in lines[k]), None)
-        if timing is not None and timing + 1 < j:
-            sub.cues.append(Cue(timing + 1, j))
+        while timing is not None:
+            after = next((k for k in range(timing + 1, j) if _TIMING.match(lines[k])), None)
+            end = j if after is None else after
+            if after is not None and after - 1 > timing and lines[after - 1].strip().isdigit():
+                end = after - 1  # the next cue's number
+            if timing + 1 < end:
+                sub.cues.append(Cue(timing + 1, end))
+            timing = after
         i = j
     return sub
 

@@ -94,12 +94,29 @@ def test_split_sentences_keeps_every_word():
     assert split_sentences("No end mark") == ["No end mark"] and split_sentences("   ") == []
 
 
-@pytest.mark.parametrize("content,cues", [(SRT, 3), (VTT, 2), ("\ufeff" + SRT.replace("\r\n", "\n"), 3)])
+LF_SRT = SRT.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("content,cues", [
+    (SRT, 3), (VTT, 2), ("\ufeff" + LF_SRT, 3),
+    (LF_SRT.replace("Hello world,\n", "Hello world,\r\n"), 3),  # one stray CRLF in an LF file
+    (LF_SRT[:-1] + "\r\n", 3),  # CRLF on the last line only
+    (SRT.replace("Goodbye.\r\n", "Goodbye.\n"), 3),  # one stray LF in a CRLF file
+    (LF_SRT.replace("\n", "\r"), 3),  # old Mac: CR only
+    (LF_SRT.replace("\n\n", "\n"), 3),  # no blank lines between cues
+    (LF_SRT.replace("\n\n2\n", "\n"), 3),  # nor a cue number
+])
 def test_subtitle_parser_round_trips_byte_for_byte(content, cues):
     sub = parse_subtitles(content)
     assert sub.render() == content
     assert len(sub.cues) == cues
-    assert sub.render([f"cue {i}" for i in range(cues)]).count("-->") == cues
+    texts = [f"text of cue {i}" for i in range(cues)]
+    out = sub.render(texts)
+    assert out.count("-->") == cues
+    timing = [ln for ln in content.replace("\r", "\n").split("\n") if "-->" in ln]
+    assert [ln for ln in out.replace("\r", "\n").split("\n") if "-->" in ln] == timing
+    assert [c.text(parse_subtitles(out).lines) for c in parse_subtitles(out).cues] == texts
+    assert ("\r\n" in out) == ("\r\n" in content) and ("\r" in out) == ("\r" in content)
 
 
 def test_srt_translation_keeps_cues_numbering_and_timings(cli, mlx_model):
