@@ -50,7 +50,7 @@ import numpy as np
 
 from . import model as model_classes
 from .audio import SAMPLE_RATE, AudioFileNotFoundError, load_audio, prepare_audio, save_wav
-from .batch import Job, run_jobs
+from .batch import Job, check_batch_size, run_jobs
 from .config import read_json_object
 from .convert import convert
 from .features import check_speech_length
@@ -692,6 +692,7 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
     alone (text lines and their sentences, recording pieces), the jobs of a window of sources run
     together."""
     n = len(sources)
+    batch_size = check_batch_size(batch_size)
     tgts, srcs = ([*v] if isinstance(v, (list, tuple)) else [v] * n for v in (tgt_lang, src_lang))
     if len(tgts) != n or len(srcs) != n:
         raise ValueError(f"give one tgt_lang/src_lang, or a list of {n} (one per source).")
@@ -701,7 +702,7 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
 
         bar = tqdm(total=0, desc="Translating", unit="piece", file=sys.stderr)
     results: List[Result] = []
-    window = max(4 * int(batch_size), 64)  # bounds the features held in memory at once
+    window = max(4 * batch_size, 64)  # bounds the features held in memory at once
     for w0 in range(0, n, window):
         jobs: List[Job] = []
         plans: Dict[int, Any] = {}  # item -> (parts, text lines or None, joiner) or its exception

@@ -69,11 +69,22 @@ class JobOutput:
     waveform: Optional[np.ndarray] = None
 
 
+# Most jobs decoded together: a batch's activations, decoder cache and, for lists of sources, the
+# window of inputs read ahead (4 batches) grow with it; past a few dozen rows no machine gains.
+MAX_BATCH_SIZE = 256
+
+
+def check_batch_size(batch_size) -> int:
+    """``batch_size`` as an int from 1 to :data:`MAX_BATCH_SIZE`, or a ValueError saying so."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be a whole number from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}.")
+    return batch_size
+
+
 def batches(jobs: Sequence[Job], batch_size: int) -> List[List[int]]:
     """Indices of ``jobs`` in batches of at most ``batch_size``: one group (see :meth:`Job.key`)
     per batch, sorted by length within a group so that neighbours pad little."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
+    check_batch_size(batch_size)
     groups: Dict[Tuple, List[int]] = {}
     for i, job in enumerate(jobs):
         groups.setdefault(job.key(), []).append(i)

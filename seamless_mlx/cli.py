@@ -25,6 +25,7 @@ from pathlib import Path
 from . import api, server
 from .api import DEFAULT_MODEL, Result, looks_like_audio_path, looks_like_file_name
 from .audio import WavStreamWriter, load_audio
+from .batch import MAX_BATCH_SIZE
 from .config import GenerationConfig
 from .convert import main as convert_main
 from .documents import cli_transcribe, cli_translate, is_document
@@ -75,6 +76,13 @@ def _int_at_least(minimum: int, hint: str):
     return parse
 
 
+def _batch_size(s: str) -> int:
+    v = _positive_int(s)
+    if v > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE}, got {v}")
+    return v
+
+
 _positive_int = _int_at_least(1, "at least 1")
 _non_negative_int = _int_at_least(0, "0 (off) or more")
 
@@ -99,8 +107,9 @@ def _add_common(p):
                    help="forbid repeated n-grams of this size in the text (m4t_predict uses 4 when blocking is on)")
     p.add_argument("--max-segment-s", type=_segment_seconds, default=15.0,
                    help="long recordings are cut at pauses into pieces of at most this many seconds")
-    p.add_argument("--batch-size", type=_positive_int, default=16,
-                   help="sentences or recording pieces decoded together for documents and folders (default: 16)")
+    p.add_argument("--batch-size", type=_batch_size, default=16,
+                   help=f"sentences or recording pieces decoded together for documents and folders, 1 to "
+                        f"{MAX_BATCH_SIZE} (default: 16)")
     _add_model_args(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress messages on stderr")
     p.add_argument("--verbose", "-v", action="store_true", help="tracebacks and timings on stderr")

@@ -39,7 +39,7 @@ import numpy as np
 
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
 from .audio import load_audio, resample
-from .batch import Job, run_jobs
+from .batch import MAX_BATCH_SIZE, Job, run_jobs
 from .segment import DEFAULT_MAX_CHARS
 
 INSTALL_HINT = 'pip install "seamless-mlx[server]"'
@@ -133,7 +133,7 @@ def translate_texts(model, processor, texts: List[str], src: str, tgt: str, gen_
     relies on that to merge concurrent requests (tests/test_server.py checks it).
     """
     jobs = [Job(model=model, processor=processor, tgt_lang=tgt, text=t, src_lang=src, gen_kwargs=gen_kw) for t in texts]
-    outs = run_jobs(jobs, batch_size=max(1, len(jobs)))
+    outs = run_jobs(jobs, batch_size=min(MAX_BATCH_SIZE, max(1, len(jobs))))
     for o in outs:
         if isinstance(o, Exception):
             raise o
