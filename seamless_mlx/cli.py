@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech); "
                         "an existing file is kept unless -y is given, the input file always; '-' with --speech: "
                         "a WAV stream on stdout, written as the speech is made (pipe it to ffplay - or aplay)")
-    t.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y)")
+    t.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
     t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output: 0..N-1 for a model with N speakers "
                         "(200 in v2-large; default 0)")
     _add_common(t)
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: from --output's extension, else txt)")
     r.add_argument("--output", "-o", default=None,
                    help="output file (default: stdout); an existing file is kept unless -y is given")
-    r.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y)")
+    r.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
     _add_common(r)
 
     sub.add_parser("convert", help="convert a transformers checkpoint to MLX (see `seamless-mlx convert -h`)",

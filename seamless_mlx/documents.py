@@ -351,9 +351,12 @@ def translate_file(path: Union[str, os.PathLike], tgt_lang: str, src_lang: Optio
             content = f.read()
     except UnicodeDecodeError:
         raise ValueError(f"{path.name} is not UTF-8 text; save it as UTF-8 and try again.") from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}.") from None
     if path.suffix.lower() in SUBTITLE_EXTENSIONS:
         return translate_subtitles(content, tgt_lang, src_lang, **kw)
-    return translate_document(content, src_lang, tgt_lang, **kw)
+    bom = "\ufeff" if content.startswith("\ufeff") else ""  # kept in the output, not sent to the model
+    return bom + translate_document(content[len(bom):], src_lang, tgt_lang, **kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,21 +375,50 @@ class FolderRun:
     def summary(self) -> str:
         line = f"{len(self.done)} done, {len(self.skipped)} skipped (already there), {len(self.failed)} failed"
         if self.failed:
-            line += ": " + "; ".join(f"{p.name}: {why}" for p, why in self.failed)
+            line += ": " + "; ".join(f"{_one_line(p.name)}: {why}" for p, why in self.failed)
         return line
 
 
-def plan_folder(in_dir, out_dir, inputs: Callable[[Path], bool], output_name: Callable[[Path], str]) -> List[Tuple[Path, Path]]:
-    """``(input, output)`` pairs for the files of ``in_dir`` that ``inputs`` accepts, checked before
-    any work: the output folder is not a file, no output is an input, no two inputs share an output."""
+def _one_line(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _check_output_folder(out_dir: Path) -> None:
+    """Refuse, before any work, an output folder that is a file, looks like a file name, or cannot
+    be created or written."""
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise ValueError(f"the output {out_dir} is a file (or a broken link); give a folder for a folder of "
+                             "inputs (-o out/).")
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise ValueError(f"the output folder {out_dir} is not writable (permission denied); choose another.")
+        return
+    if out_dir.suffix.lower() in TRANSCRIPT_EXTENSIONS:
+        raise ValueError(f"{out_dir} names a file, but a folder of inputs writes one output per input into a "
+                         f"folder: give -o {out_dir.with_suffix('')}/ (it is created).")
+    probe = out_dir.parent
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():
+            raise ValueError(f"cannot create the output folder {out_dir}: {probe} is a broken link.")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"cannot create the output folder {out_dir}: {probe} is a file, not a folder.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot create the output folder {out_dir}: {probe} is not writable (permission denied).")
+
+
+def plan_folder(in_dir, out_dir, inputs: Callable[[Path], bool], output_name: Callable[[Path], str],
+                what: str = "audio files, .txt, .srt or .vtt documents") -> List[Tuple[Path, Path]]:
+    """``(input, output)`` pairs for the files of ``in_dir`` that ``inputs`` accepts (``what`` names
+    them in the error when there are none), checked before any work: the output folder can be
+    written, no output is an input, no two inputs share an output.  Subfolders are not searched."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise ValueError(f"{in_dir} is not a folder.")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"the output {out_dir} is a file; give a folder for a folder of inputs (-o out/).")
+    _check_output_folder(out_dir)
     files = sorted(p for p in in_dir.iterdir() if p.is_file() and not p.name.startswith(".") and inputs(p))
     if not files:
-        raise ValueError(f"{in_dir} has no files to process (audio, .txt, .srt or .vtt).")
+        raise ValueError(f"{in_dir} has no files to process ({what}; subfolders are not searched).")
     pairs, seen = [], {}
     for f in files:
         o = out_dir / output_name(f)
@@ -404,20 +436,25 @@ def run_folder(
     work: Callable[[List[Path]], List[Union[str, Exception]]],
     chunk: int,
     progress: bool = True,
+    overwrite: bool = False,
+    check: Optional[Callable[[List[Path]], None]] = None,
 ) -> FolderRun:
-    """Produce each missing output: ``work(inputs)`` gives the contents (or an exception) of up to
-    ``chunk`` inputs at a time, written atomically as soon as they are ready."""
+    """Produce each missing output (every output with ``overwrite``): ``work(inputs)`` gives the
+    contents (or an exception) of up to ``chunk`` inputs at a time, written atomically as soon as
+    they are ready; a file that cannot be written is reported and the others go on.  ``check(inputs)``
+    runs once before any work when there is work: what it raises (a bad model or language, which
+    every file would hit) ends the run before anything is written."""
     from tqdm import tqdm
 
     run = FolderRun()
     todo = []
     for f, o in pairs:
-        if o.exists():
+        if o.exists() and not overwrite:
             run.skipped.append(o)
         else:
             todo.append((f, o))
-    if todo:
-        todo[0][1].parent.mkdir(parents=True, exist_ok=True)
+    if todo and check is not None:
+        check([f for f, _ in todo])
     bar = tqdm(total=len(todo), unit="file", file=sys.stderr, disable=not progress or not sys.stderr.isatty())
     for k in range(0, len(todo), chunk):
         part = todo[k:k + chunk]
@@ -431,10 +468,15 @@ def run_folder(
                 except Exception as e:  # noqa: BLE001 - reported in the summary; the others go on
                     outs.append(e)
         for (f, o), content in zip(part, outs):
+            if not isinstance(content, Exception):
+                try:
+                    o.parent.mkdir(parents=True, exist_ok=True)  # created with the first output
+                    write_text_atomic(o, content)
+                except OSError as e:
+                    content = e
             if isinstance(content, Exception):
                 run.failed.append((f, " ".join(str(content).split()) or type(content).__name__))
             else:
-                write_text_atomic(o, content)
                 run.done.append(o)
             bar.update(1)
     bar.close()
@@ -451,30 +493,52 @@ TRANSCRIPT_FORMATS: Dict[str, Callable[[Result], str]] = {
     "vtt": Result.to_vtt,
     "json": lambda r: r.to_json() + "\n",
 }
+TRANSCRIPT_EXTENSIONS = tuple(f".{k}" for k in TRANSCRIPT_FORMATS)
 
 
 def _is_audio(p: Path) -> bool:
     return p.suffix.lower() in AUDIO_EXTENSIONS
 
 
+def _preflight(files: List[Path], tgt_lang: str, src_lang: Optional[str], kw: dict) -> None:
+    """What every file of a folder run would fail on, raised once before any work: the model, the
+    target language, ``max_new_tokens``, a missing source language for documents."""
+    from .api import DEFAULT_MODEL, _check_max_new_tokens, _check_request, get_model
+
+    tasks = sorted({"s2tt" if _is_audio(f) else "t2tt" for f in files})
+    if "t2tt" in tasks and not src_lang:
+        raise ValueError("--src-lang is required for the text documents in the folder (e.g. --src-lang eng).")
+    for task in tasks:
+        m, _ = get_model(str(kw.get("model") or DEFAULT_MODEL), task, kw.get("quantize"))
+        _check_request(m, tgt_lang, False, 0)
+        _check_max_new_tokens(kw.get("max_new_tokens"), m.config)
+
+
 def transcribe_folder(in_dir, out_dir, lang: str, fmt: str = "txt", batch_size: int = 16, progress: bool = True,
-                      **kw) -> FolderRun:
-    """Transcribe every audio file of ``in_dir`` into ``out_dir/<name>.<fmt>`` (resumable)."""
+                      overwrite: bool = False, **kw) -> FolderRun:
+    """Transcribe every audio file of ``in_dir`` into ``out_dir/<name>.<fmt>`` (resumable; with
+    ``overwrite`` every output is made again)."""
     if fmt not in TRANSCRIPT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(TRANSCRIPT_FORMATS)}.")
-    pairs = plan_folder(in_dir, out_dir, _is_audio, lambda f: f"{f.stem}.{fmt}")
+    pairs = plan_folder(in_dir, out_dir, _is_audio, lambda f: f"{f.stem}.{fmt}", what="audio files")
 
     def work(files):
         results = transcribe([str(f) for f in files], lang=lang, batch_size=batch_size, **kw)
         return [_error_or(r, TRANSCRIPT_FORMATS[fmt]) for r in results]
 
-    return run_folder(pairs, work, chunk=batch_size, progress=progress)
+    return run_folder(pairs, work, chunk=batch_size, progress=progress, overwrite=overwrite,
+                      check=lambda files: _preflight(files, lang, None, kw))
 
 
 def translate_folder(in_dir, out_dir, tgt_lang: str, src_lang: Optional[str] = None, batch_size: int = 16,
-                     progress: bool = True, **kw) -> FolderRun:
-    """Translate every audio file and document of ``in_dir`` into ``out_dir`` (resumable):
-    ``x.txt``/``x.srt``/``x.vtt`` -> the same name and format, audio ``x.wav`` -> ``x.txt``."""
+                     progress: bool = True, overwrite: bool = False, **kw) -> FolderRun:
+    """Translate every audio file and document of ``in_dir`` into ``out_dir`` (resumable; with
+    ``overwrite`` every output is made again): ``x.txt``/``x.srt``/``x.vtt`` -> the same name and
+    format, audio ``x.wav`` -> ``x.txt``.  The output folder must not be the input folder (its
+    outputs would be inputs of the next run)."""
+    if Path(out_dir).resolve() == Path(in_dir).resolve():
+        raise ValueError("the output folder is the input folder: its translations would be taken as documents to "
+                         "translate next time; choose another (-o translated/).")
     pairs = plan_folder(in_dir, out_dir, lambda f: _is_audio(f) or f.suffix.lower() in DOCUMENT_EXTENSIONS,
                         lambda f: f.name if f.suffix.lower() in DOCUMENT_EXTENSIONS else f"{f.stem}.txt")
 
@@ -492,7 +556,8 @@ def translate_folder(in_dir, out_dir, tgt_lang: str, src_lang: Optional[str] = N
                     done[f] = e
         return [done[f] for f in files]
 
-    return run_folder(pairs, work, chunk=batch_size, progress=progress)
+    return run_folder(pairs, work, chunk=batch_size, progress=progress, overwrite=overwrite,
+                      check=lambda files: _preflight(files, tgt_lang, src_lang, kw))
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,8 +587,10 @@ def cli_translate(args) -> int:
         if out is None:
             raise ValueError("a folder needs an output folder: add -o translated/.")
         return _finish(translate_folder(args.input, out, args.tgt_lang, args.src_lang, progress=not args.quiet,
-                                        **_api_options(args)))
+                                        overwrite=args.overwrite, **_api_options(args)))
     src = Path(args.input)
+    if args.output == "-":  # standard output, as without -o
+        out = None
     if out is not None:
         if out.suffix.lower() != src.suffix.lower():
             raise ValueError(f"a {src.suffix} document translates into a {src.suffix} file; name the output "
@@ -547,4 +614,4 @@ def cli_transcribe(args) -> int:
         raise ValueError("a folder needs an output folder: add -o transcripts/.")
     opts = _api_options(args)
     return _finish(transcribe_folder(args.audio, args.output, args.lang, args.format or "txt",
-                                     progress=not args.quiet, **opts))
+                                     progress=not args.quiet, overwrite=args.overwrite, **opts))

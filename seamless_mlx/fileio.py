@@ -97,6 +97,22 @@ def _temp_re(name: str):
 
 # A temporary file of atomic_write: ``.NAME.tmp-<pid>-<start>-<random>``.
 _TEMP_FILE = re.compile(r"^\..+\.tmp-(\d+)-(\d+)-[A-Za-z0-9_]+$")
+NAME_MAX = 255  # bytes in one file name (ext4, APFS, NTFS and most others)
+
+
+def _temp_file_prefix(name: str) -> str:
+    """``.NAME.tmp-<pid>-<start>-`` with NAME cut (at a character) so that the temporary name, with
+    mkstemp's 8 random characters, fits in :data:`NAME_MAX` bytes: a target whose name is legal
+    must never fail for its temporary's name."""
+    tail = f".tmp-{owner_tag()}-"
+    room = NAME_MAX - 1 - len(tail) - 8
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        cut = room
+        while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # not inside a UTF-8 character
+            cut -= 1
+        name = os.fsdecode(raw[:cut])
+    return f".{name}{tail}"
 
 
 def _newest_mtime(path: Path) -> float:
@@ -229,6 +245,8 @@ def check_output_path(
             f"cannot tell the output format from {given.name!r}; use a {' '.join(sorted(extensions))} name."
         )
     real = Path(os.path.realpath(given))
+    if len(os.fsencode(real.name)) > NAME_MAX:
+        raise OutputPathError(f"cannot write {given}: the name is longer than {NAME_MAX} bytes; choose a shorter one.")
     problem = _describe_parent_problem(real.parent)
     if problem:
         raise OutputPathError(f"cannot write {given}: {problem}.")
@@ -269,7 +287,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
         raise IsADirectoryError(f"cannot write {given}: it is a folder")
     clean_stale_temp_files(target.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-{owner_tag()}-", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_file_prefix(target.name), dir=target.parent)
     except OSError as e:
         raise WriteError(e.errno, f"could not write {given}: {e.strerror} (the file is unchanged)") from None
     try:

@@ -312,3 +312,55 @@ def test_document_keeps_an_existing_output_unless_told_to_replace_it(cli):
     (cli.cwd / "alias.srt").symlink_to("keep.srt")  # a link to the input is the input, -y or not
     r = cli("translate", "keep.srt", "--src-lang", "eng", "--tgt-lang", "spa", "-o", "alias.srt", "-y")
     assert r.returncode == 2 and (cli.cwd / "keep.srt").read_bytes() == SRT.encode()
+
+
+def test_folder_run_checks_what_every_file_needs_once_before_any_work(cli, mlx_model):
+    from seamless_mlx.documents import translate_folder
+
+    folder = cli.cwd / "checked"
+    _write_clips(folder, 2)
+    (folder / "notes.txt").write_text("Hello.\n", encoding="utf-8")
+    out = cli.cwd / "checked_out"
+    for args, says in [
+        (["--src-lang", "eng", "--tgt-lang", "xxx"], "tgt_lang='xxx' is not supported"),
+        (["--tgt-lang", "fra"], "--src-lang is required"),
+    ]:
+        r = cli("translate", folder, *args, "-o", out)
+        assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not out.exists()  # nothing made, not even the folder
+    with pytest.raises(ValueError, match="max_new_tokens must be"):
+        translate_folder(folder, out, "fra", "eng", model=mlx_model, max_new_tokens=100000, progress=False)
+    assert not out.exists()
+    r = cli("translate", folder, "--src-lang", "eng", "--tgt-lang", "fra", "-o", folder)
+    assert r.returncode == 2 and "input folder" in r.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["clip00.wav", "clip01.wav", "notes.txt"]
+    r = cli("transcribe", folder, "--lang", "eng", "-o", cli.cwd / "transcripts.srt")
+    assert r.returncode == 2 and "-o " in r.stderr and not (cli.cwd / "transcripts.srt").exists()
+
+
+def test_folder_run_reports_an_unwritable_output_and_redoes_all_with_y(cli):
+    folder = cli.cwd / "named"
+    folder.mkdir()
+    long_name = "a" * 246 + ".txt"  # legal; its temporary file's name must fit too
+    (folder / long_name).write_text("Hi.\n", encoding="utf-8")
+    (folder / "b.txt").write_text("Bye.\n", encoding="utf-8")
+    (folder / "c.txt").write_text("See you.\n", encoding="utf-8")
+    out = cli.cwd / "named_out"
+    r = cli("translate", folder, "--src-lang", "eng", "--tgt-lang", "fra", "-o", out, "--batch-size", "1")
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "3 done, 0 skipped (already there), 0 failed"
+    assert sorted(p.name for p in out.iterdir()) == sorted([long_name, "b.txt", "c.txt"])  # no temporary files
+    before = {p.name: p.stat().st_ino for p in out.iterdir()}
+    (out / "b.txt").unlink()
+    (out / "b.txt").mkdir()  # b's output can no longer be written
+    r = cli("translate", folder, "--src-lang", "eng", "--tgt-lang", "fra", "-o", out, "-y")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("2 done, 0 skipped (already there), 1 failed: b.txt: ")
+    assert all((out / n).stat().st_ino != ino for n, ino in before.items() if n != "b.txt")  # made again
+
+
+def test_txt_byte_order_mark_is_kept_and_not_translated(cli, mlx_model):
+    (cli.cwd / "bom.txt").write_bytes("\ufeffHello there.\n".encode())
+    r = cli("translate", "bom.txt", "--src-lang", "eng", "--tgt-lang", "fra", "-o", "bom.fra.txt")
+    assert r.returncode == 0, r.stderr
+    want = translate("Hello there.", tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=5).text
+    assert (cli.cwd / "bom.fra.txt").read_bytes().decode() == "\ufeff" + want + "\n"
