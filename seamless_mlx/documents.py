@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-from .api import AUDIO_EXTENSIONS, Result, transcribe, translate
+from .api import (
+    AUDIO_EXTENSIONS, DEFAULT_MODEL, Result, _check_max_new_tokens, _check_request, get_model, transcribe, translate,
+)
 from .fileio import check_output_path, write_text_atomic
 from .segment import _CLOSERS, split_sentences
 
@@ -503,8 +505,6 @@ def _is_audio(p: Path) -> bool:
 def _preflight(files: List[Path], tgt_lang: str, src_lang: Optional[str], kw: dict) -> None:
     """What every file of a folder run would fail on, raised once before any work: the model, the
     target language, ``max_new_tokens``, a missing source language for documents."""
-    from .api import DEFAULT_MODEL, _check_max_new_tokens, _check_request, get_model
-
     tasks = sorted({"s2tt" if _is_audio(f) else "t2tt" for f in files})
     if "t2tt" in tasks and not src_lang:
         raise ValueError("--src-lang is required for the text documents in the folder (e.g. --src-lang eng).")
