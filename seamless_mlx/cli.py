@@ -28,7 +28,7 @@ from .audio import WavStreamWriter, load_audio
 from .batch import MAX_BATCH_SIZE
 from .config import GenerationConfig
 from .convert import main as convert_main
-from .documents import cli_transcribe, cli_translate, is_document
+from .documents import _api_options, cli_transcribe, cli_translate, is_document, parse_subtitles, translate_subtitles
 from .features import check_speech_length
 from .fileio import WriteError, check_output_path, exit_on_sigterm, write_text_atomic
 from .loading import CheckpointError
@@ -237,6 +237,13 @@ def cmd_translate(args) -> int:
     if args.input == "-":
         source = _decode_utf8(sys.stdin.buffer.read(), "standard input")
         is_audio = False
+        if ext in (".srt", ".vtt") and parse_subtitles(source).cues:  # `cat film.srt | ... - -o film.fra.srt`
+            if not args.src_lang:
+                raise UsageError("--src-lang is required for text input (e.g. --src-lang eng).")
+            content = translate_subtitles(source, args.tgt_lang, args.src_lang, **_api_options(args))
+            write_text_atomic(check_output_path(out, overwrite=args.overwrite), content)
+            log(f"Wrote {out}.")
+            return 0
     elif os.path.isfile(args.input) and Path(args.input).suffix.lower() in (".txt", ".md"):
         source = _decode_utf8(Path(args.input).read_bytes(), repr(args.input))  # a text file: translate its lines
         is_audio = False

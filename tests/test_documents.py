@@ -364,3 +364,11 @@ def test_txt_byte_order_mark_is_kept_and_not_translated(cli, mlx_model):
     assert r.returncode == 0, r.stderr
     want = translate("Hello there.", tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=5).text
     assert (cli.cwd / "bom.fra.txt").read_bytes().decode() == "\ufeff" + want + "\n"
+
+
+def test_subtitles_piped_on_stdin_into_an_srt_output_are_translated_as_subtitles(cli, mlx_model):
+    r = subprocess.run(cli.argv("translate", "-", "--src-lang", "eng", "--tgt-lang", "spa", "-o", "piped.spa.srt"),
+                       input=SRT, env=cli.env, cwd=cli.cwd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    want = translate_subtitles(SRT.replace("\r\n", "\n"), "spa", "eng", model=mlx_model, max_new_tokens=5)
+    assert (cli.cwd / "piped.spa.srt").read_text(encoding="utf-8") == want  # text-mode pipes carry LF
