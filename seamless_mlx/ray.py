@@ -32,7 +32,9 @@ while Ray Data may call an actor from other threads than the one that constructe
 from __future__ import annotations
 
 import io
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -66,9 +68,20 @@ class Translator:
         self.source_column, self.output_column = source_column, output_column
         self.batch_size = int(batch_size)
         self.options = options
-        self._mlx_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seamless-mlx")
+        # A daemon thread that is never joined, not a ThreadPoolExecutor: a thread that ran MLX's
+        # compiled functions and ends while the interpreter shuts down (executors are joined at
+        # exit) makes MLX 0.32 abort the process ("terminate called without an active exception")
+        # from its thread-local compile cache; a daemon thread idle at exit never ends.
+        self._mlx_thread: "queue.Queue" = queue.Queue()
+        threading.Thread(target=_serve, args=(self._mlx_thread,), name="seamless-mlx", daemon=True).start()
         task = "s2tt" if speech_input else "t2tt"
-        self._mlx_thread.submit(get_model, self.model, task, options.get("quantize")).result()  # load once, here
+        self._on_mlx_thread(get_model, self.model, task, options.get("quantize"))  # load once, here
+
+    def _on_mlx_thread(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the translator's own thread; its result, or its exception raised."""
+        done: Future = Future()
+        self._mlx_thread.put((done, fn, args, kwargs))
+        return done.result()
 
     def __call__(self, batch) -> Dict[str, np.ndarray]:
         """``batch`` in Ray's ``"numpy"`` format (column -> array; ``"pandas"`` works too); returns it
@@ -80,8 +93,8 @@ class Translator:
                              "Pass source_column= to name the one with the texts or audio paths.")
         column = batch[self.source_column]
         n = len(column)
-        tgt = [str(x) for x in batch["tgt_lang"]] if "tgt_lang" in batch else self.tgt_lang
-        src = [str(x) for x in batch["src_lang"]] if "src_lang" in batch else self.src_lang
+        tgt = _per_row(batch, "tgt_lang", self.tgt_lang)
+        src = _per_row(batch, "src_lang", self.src_lang)
         if tgt is None:
             raise ValueError("give tgt_lang= to Translator, or a tgt_lang column in the dataset.")
         texts, errors = [""] * n, [""] * n
@@ -106,10 +119,10 @@ class Translator:
                 continue
             opts = dict(self.options, sampling_rate=rate) if rate else self.options
             pick = lambda langs: langs if not isinstance(langs, list) else [langs[i] for i in kept]  # noqa: E731
-            results = self._mlx_thread.submit(
+            results = self._on_mlx_thread(
                 translate, sources, tgt_lang=pick(tgt), src_lang=pick(src), model=self.model,
                 batch_size=self.batch_size, **opts,
-            ).result()
+            )
             for i, r in zip(kept, results):
                 texts[i], errors[i] = r.text, r.error or ""
         out = dict(batch)
@@ -118,12 +131,39 @@ class Translator:
         return out
 
 
+def _serve(jobs: "queue.Queue") -> None:
+    while True:
+        done, fn, args, kwargs = jobs.get()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller waiting on it
+            done.set_exception(e)
+
+
+def _missing(x) -> bool:
+    return x is None or (isinstance(x, float) and x != x)  # None, or pandas' NaN for a missing cell
+
+
+def _per_row(batch, column: str, default):
+    """A per-row language column (a missing cell takes ``default``), or ``default`` without one."""
+    if column not in batch:
+        return default
+    return [default if _missing(x) else str(x) for x in batch[column]]
+
+
 def _plain(x):
-    """A row's source as :func:`seamless_mlx.api.translate` takes it: a float/int waveform array
-    as is, anything else as its text (a sentence or an audio path)."""
+    """A row's source as :func:`seamless_mlx.api.translate` takes it: a waveform (an array, or a
+    list of samples) as an array, a string as itself (a sentence or an audio path)."""
     if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
         return x
-    return str(x)
+    if isinstance(x, (list, tuple)) and x and all(isinstance(v, (int, float, np.number)) for v in x):
+        return np.asarray(x, dtype=np.float32)
+    if isinstance(x, (str, np.str_)):
+        return str(x)
+    if _missing(x):
+        raise ValueError("the row has no source (an empty cell).")
+    raise ValueError(f"the row's source is a {type(x).__name__}: give text, an audio path, audio file bytes or a "
+                     "waveform array.")
 
 
 def _decoded(data, name: str) -> np.ndarray:

@@ -93,3 +93,27 @@ def test_audio_rows_as_file_bytes_and_as_waveforms_equal_the_api(local_ray, mlx_
     expected = translate(waves[:2], tgt_lang="fra", model=mlx_model, max_new_tokens=6, sampling_rate=8000)
     assert [r["id"] for r in out] == [0, 1, 2]
     assert [r["translation"] for r in out[:2]] == [e.text for e in expected] and out[2]["error"]
+
+
+def test_translator_called_directly_exits_cleanly_and_reports_empty_cells(mlx_model, tmp_path):
+    """Outside Ray too: a missing cell is that row's error (not the text "None"), a missing language
+    cell takes the constructor's, and the process exits 0 (MLX 0.32 aborted at exit when the
+    translator's thread was joined at interpreter shutdown)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "direct.py"
+    script.write_text(f"""
+import numpy as np, pandas as pd
+from seamless_mlx.api import translate
+from seamless_mlx.ray import Translator
+t = Translator(model={mlx_model!r}, tgt_lang="fra", src_lang="eng", max_new_tokens=6)
+out = t(pd.DataFrame({{"text": ["Hello world.", None, float("nan"), "Good night."], "tgt_lang": ["spa", "deu", None, None]}}))
+want = translate(["Hello world.", "Good night."], tgt_lang=["spa", "fra"], src_lang="eng", model={mlx_model!r}, max_new_tokens=6)
+assert list(out["translation"]) == [want[0].text, "", "", want[1].text], out
+assert [bool(e) for e in out["error"]] == [False, True, True, False] and "empty" in out["error"][1], out
+print("ok")
+""")
+    for _ in range(2):
+        r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
