@@ -530,13 +530,7 @@ def translate(
             raise ValueError("the input text is empty.")
         if not src_lang:
             raise ValueError("src_lang is required for text input (e.g. src_lang='eng').")
-        try:
-            source.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ValueError(
-                f"the input text holds an invalid character at position {e.start} (a lone surrogate, from text "
-                "decoded with errors='surrogateescape'?): decode the text as UTF-8 first."
-            ) from None
+        _check_encodable(source)
     task = ("s2" if audio is not None else "t2") + ("st" if speech else "tt")
     m, processor = get_model(str(model), task, quantize)
     tgt = _check_request(m, tgt_lang, speech, speaker_id)
@@ -685,6 +679,20 @@ def _translate_text(m, processor, source, src_lang, tgt, speech, speaker_id, pre
     return Result(text="\n".join(sep.join(p for p in parts if p) for parts in out_lines), audio=audio, segments=segments)
 
 
+def _check_encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(
+            f"the input text holds an invalid character at position {e.start} (a lone surrogate, from text "
+            "decoded with errors='surrogateescape'?): decode the text as UTF-8 first."
+        ) from None
+
+
+class _CallError(Exception):
+    """Wraps what is wrong with a whole list call (model, target language, options), raised as is."""
+
+
 def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, preset, decoding, max_segment_s,
                     progress, quantize, sampling_rate, batch_size, max_chars=DEFAULT_MAX_CHARS,
                     as_text=False) -> List[Result]:
@@ -693,9 +701,21 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
     together."""
     n = len(sources)
     batch_size = check_batch_size(batch_size)
-    tgts, srcs = ([*v] if isinstance(v, (list, tuple)) else [v] * n for v in (tgt_lang, src_lang))
+    tgts, srcs = ([*v] if isinstance(v, (list, tuple, np.ndarray)) else [v] * n for v in (tgt_lang, src_lang))
     if len(tgts) != n or len(srcs) != n:
         raise ValueError(f"give one tgt_lang/src_lang, or a list of {n} (one per source).")
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise ValueError(f"max_chars must be a whole number of characters, at least 1, got {max_chars!r}.")
+    if not isinstance(max_segment_s, (int, float)) or not max_segment_s > 0:
+        raise ValueError(f"max_segment_s must be positive, got {max_segment_s!r}")
+    one_tgt = not isinstance(tgt_lang, (list, tuple, np.ndarray))
+
+    def call_level(check, *args):
+        """``check(*args)``; what it raises is the whole call's error (every item would get it)."""
+        try:
+            return check(*args)
+        except Exception as e:  # noqa: BLE001 - re-raised as is, outside the item's handler
+            raise _CallError() from e
     bar = None
     if progress:
         from tqdm import tqdm
@@ -713,9 +733,13 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
                     raise ValueError("the input text is empty.")
                 if audio is None and not srcs[i]:
                     raise ValueError("src_lang is required for text input (e.g. src_lang='eng').")
-                m, proc = get_model(model, ("s2" if audio is not None else "t2") + ("st" if speech else "tt"), quantize)
-                tgt = _check_request(m, tgts[i], speech, speaker_id)
-                _check_max_new_tokens(decoding["max_new_tokens"], m.config)
+                if audio is None:
+                    _check_encodable(sources[i])
+                task = ("s2" if audio is not None else "t2") + ("st" if speech else "tt")
+                m, proc = call_level(get_model, model, task, quantize)
+                call_level(_check_max_new_tokens, decoding["max_new_tokens"], m.config)
+                tgt = call_level(_check_request, m, tgts[i], speech, speaker_id) if one_tgt else \
+                    _check_request(m, tgts[i], speech, speaker_id)
                 dec = dict(decoding, limit=max_new_tokens_limit(m.config))
                 base = dict(model=m, processor=proc, tgt_lang=tgt, speech=speech, speaker_id=speaker_id)
                 parts = []
@@ -727,7 +751,7 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
                         jobs.append(Job(**base, text=text, src_lang=src, length=length,
                                         gen_kwargs=generation_kwargs(preset, length, **dec)))
                         parts.append((len(jobs) - 1, line, 0))
-                    plans[i] = (parts, n_lines, "" if tgt in UNSPACED_LANGS else " ")
+                    plans[i] = (parts, n_lines, "" if tgt in UNSPACED_LANGS else " ", None)
                 else:  # parts: (job, first sample, end sample)
                     for a, b in split_on_pauses(audio, SAMPLE_RATE, max_segment_s=max_segment_s,
                                                 long_s=max(20.0, max_segment_s)):
@@ -737,7 +761,10 @@ def _translate_list(sources, tgt_lang, src_lang, speech, model, speaker_id, pres
                         jobs.append(Job(**base, features=f["input_features"][0], feature_mask=f["attention_mask"][0],
                                         length=frames, gen_kwargs=generation_kwargs(preset, src_len, **dec)))
                         parts.append((len(jobs) - 1, a, b))
-                    plans[i] = (parts, None, " ")
+                    plans[i] = (parts, None, " ", os.fspath(sources[i]) if isinstance(sources[i], (str, os.PathLike))
+                                else None)
+            except _CallError as e:
+                raise e.__cause__ from None
             except Exception as e:  # noqa: BLE001 - the item's own error, reported in its result
                 plans[i] = e
         if bar is not None:
@@ -755,7 +782,7 @@ def _assemble(plan, outs, speech: bool) -> Result:
     """One item's ``Result`` from its jobs' outputs, laid out as ``translate`` does for it alone."""
     if isinstance(plan, Exception):
         return Result(text="", error=" ".join(str(plan).split()) or type(plan).__name__)
-    parts, n_lines, sep = plan
+    parts, n_lines, sep, path = plan
     is_text = n_lines is not None
     failed = [outs[j] for j, _, _ in parts if isinstance(outs[j], Exception)]
     if failed:
@@ -776,7 +803,7 @@ def _assemble(plan, outs, speech: bool) -> Result:
         t += dur
     text = "\n".join(sep.join(x for x in line if x) for line in lines)
     audio = np.concatenate(waves) if waves else (np.zeros(0, np.float32) if speech else None)
-    return Result(text=text, audio=audio, segments=segments)
+    return Result(text=text, audio=audio, segments=segments, source_path=path)
 
 
 def transcribe(audio, lang: str, **kw) -> Union[Result, List[Result]]:

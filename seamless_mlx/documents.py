@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 from .api import (
     AUDIO_EXTENSIONS, DEFAULT_MODEL, Result, _check_max_new_tokens, _check_request, get_model, transcribe, translate,
 )
+from .batch import check_batch_size
 from .fileio import check_output_path, write_text_atomic
 from .segment import _CLOSERS, split_sentences
 
@@ -520,6 +521,7 @@ def transcribe_folder(in_dir, out_dir, lang: str, fmt: str = "txt", batch_size: 
     ``overwrite`` every output is made again)."""
     if fmt not in TRANSCRIPT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(TRANSCRIPT_FORMATS)}.")
+    check_batch_size(batch_size)
     pairs = plan_folder(in_dir, out_dir, _is_audio, lambda f: f"{f.stem}.{fmt}", what="audio files")
 
     def work(files):
@@ -536,6 +538,7 @@ def translate_folder(in_dir, out_dir, tgt_lang: str, src_lang: Optional[str] = N
     ``overwrite`` every output is made again): ``x.txt``/``x.srt``/``x.vtt`` -> the same name and
     format, audio ``x.wav`` -> ``x.txt``.  The output folder must not be the input folder (its
     outputs would be inputs of the next run)."""
+    check_batch_size(batch_size)
     if Path(out_dir).resolve() == Path(in_dir).resolve():
         raise ValueError("the output folder is the input folder: its translations would be taken as documents to "
                          "translate next time; choose another (-o translated/).")

@@ -5,6 +5,8 @@ single-source ``translate``/``transcribe``.  The sources mix lengths and languag
 batches hold padding and several groups.
 """
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -107,9 +109,32 @@ def test_a_long_line_in_a_list_is_cut_at_sentences_as_alone(mlx_model):
     assert results[0].error is None and results[0].text == one.text
 
 
-def test_max_new_tokens_past_the_decoder_positions_is_an_item_error(mlx_model):
-    results = translate(["Hello world."], tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=100000)
-    assert "max_new_tokens" in results[0].error and "254" in results[0].error
+@pytest.mark.parametrize("bad,says", [
+    (dict(max_new_tokens=100000), "254"),  # past the decoder's positions
+    (dict(tgt_lang="xyz"), "tgt_lang='xyz' is not supported"),
+    (dict(model="/nonexistent"), "No model folder"),
+    (dict(quantize=3), "quantize must be 4 or 8"),
+    (dict(speech=True, speaker_id=10**6), "speaker_id must be"),
+    (dict(max_chars=0), "max_chars must be"),
+    (dict(max_segment_s=0), "max_segment_s must be positive"),
+])
+def test_what_every_item_would_fail_on_is_raised_once_for_the_list(mlx_model, clips, bad, says):
+    """A bad option of the whole call raises, as for one source (each item getting the same error
+    would hide it, and load the model once per item); a bad item only fails itself."""
+    kw = dict(tgt_lang="fra", src_lang="eng", model=mlx_model, max_new_tokens=MAX_NEW, **{"speech": False})
+    kw.update(bad)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        translate(["Hello world.", clips[0]], **kw)
+
+
+def test_items_keep_their_source_path_and_their_own_errors(mlx_model, clips, tmp_path):
+    results = translate([clips[0], "Hello world.", "abc\udcff def", "Bye."], tgt_lang=np.array(["fra", "fra", "fra", "zzz"]),
+                        src_lang="eng", model=mlx_model, max_new_tokens=MAX_NEW)
+    assert results[0].source_path == str(clips[0]) and results[1].source_path is None
+    spoken = translate([clips[0]], tgt_lang="fra", speech=True, model=mlx_model, max_new_tokens=MAX_NEW)[0]
+    with pytest.raises(ValueError, match="is the input file"):  # save() never replaces the recording
+        spoken.save(clips[0])
+    assert results[1].error is None and "decode the text as UTF-8" in results[2].error and "zzz" in results[3].error
 
 
 def test_transcribe_list_ids_and_text_equal_one_at_a_time(mlx_model, clips):
