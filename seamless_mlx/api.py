@@ -516,6 +516,9 @@ def translate(
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    for name, value, least in (("num_beams", num_beams, 1), ("no_repeat_ngram_size", no_repeat_ngram_size, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least):
+            raise ValueError(f"{name} must be a whole number, at least {least}, got {value!r}.")
     if isinstance(source, (list, tuple)):
         if on_text is not None or on_audio is not None:
             raise ValueError("on_text/on_audio stream one source; pass a single source, or drop them for a list.")

@@ -125,7 +125,8 @@ def translate_document(text: str, src_lang: str, tgt_lang: str, **kw) -> str:
     followed by one that goes on in lower case) is translated whole and spread back over those
     lines.  ``kw`` goes to :func:`seamless_mlx.api.translate` (``model``, ``batch_size``, ...).
     """
-    lines = text.split("\n")
+    newline = "\r" if "\r" in text and "\n" not in text else "\n"  # CR alone: old Mac files
+    lines = text.split(newline)
     blocks = _blocks(lines)
     pieces: List[Tuple[int, str]] = []  # (block number, sentence)
     for b, block in enumerate(blocks):
@@ -144,7 +145,7 @@ def translate_document(text: str, src_lang: str, tgt_lang: str, **kw) -> str:
         for n, new in zip(block, _spread(" ".join(translated[b]), len(block))):
             line = lines[n]
             out[n] = line[: _indent(line)] + new + line[len(line.rstrip()):]
-    return "\n".join(out)
+    return newline.join(out)
 
 
 def _raise_first_error(results: List[Result], where: List[str]):
@@ -305,9 +306,16 @@ def parse_subtitles(content: str) -> SubtitleFile:
     return sub
 
 
+# Scripts written without spaces between words: Han, kana, Thai, Lao, Myanmar, Khmer
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]")
+
+
 def _wrap(text: str, n_lines: int) -> List[str]:
-    """``text`` over at most ``n_lines`` lines of similar length, cut between words."""
+    """``text`` over at most ``n_lines`` lines of similar length, cut between words (between
+    characters for a script written without spaces)."""
     words = text.split()
+    if n_lines > 1 and len(words) < n_lines and _UNSPACED.search(text):
+        return _spread(text, n_lines)
     if n_lines <= 1 or len(words) <= 1:
         return [text]
     target = len(text) / n_lines

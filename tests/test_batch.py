@@ -117,6 +117,8 @@ def test_a_long_line_in_a_list_is_cut_at_sentences_as_alone(mlx_model):
     (dict(speech=True, speaker_id=10**6), "speaker_id must be"),
     (dict(max_chars=0), "max_chars must be"),
     (dict(max_segment_s=0), "max_segment_s must be positive"),
+    (dict(num_beams=0), "num_beams must be a whole number, at least 1"),
+    (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be a whole number, at least 0"),
 ])
 def test_what_every_item_would_fail_on_is_raised_once_for_the_list(mlx_model, clips, bad, says):
     """A bad option of the whole call raises, as for one source (each item getting the same error

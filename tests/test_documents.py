@@ -372,3 +372,13 @@ def test_subtitles_piped_on_stdin_into_an_srt_output_are_translated_as_subtitles
     assert r.returncode == 0, r.stderr
     want = translate_subtitles(SRT.replace("\r\n", "\n"), "spa", "eng", model=mlx_model, max_new_tokens=5)
     assert (cli.cwd / "piped.spa.srt").read_text(encoding="utf-8") == want  # text-mode pipes carry LF
+
+
+def test_old_mac_txt_keeps_its_lines_and_unspaced_translations_keep_a_cue_s_lines(mlx_model):
+    from seamless_mlx.documents import _wrap, translate_document
+
+    out = translate_document("One.\rTwo.\r\rThree.", "eng", "fra", model=mlx_model, max_new_tokens=3)
+    assert "\n" not in out and len(out.split("\r")) == 4 and out.split("\r")[2] == ""
+    text = "这是一个很长的中文句子没有空格真的很长"  # a cmn translation of a two-line cue
+    assert _wrap(text, 2) == [text[:10], text[10:]]
+    assert _wrap("Supercalifragilistic", 2) == ["Supercalifragilistic"]  # one short word stays whole
