@@ -79,13 +79,21 @@ def _continued(prev: str, line: str, width: int) -> bool:
 
 def _blocks(lines: List[str]) -> List[List[int]]:
     """The document's non-blank lines grouped: a hard-wrapped sentence's lines together, any other
-    line alone."""
-    width = max((len(ln.strip()) for ln in lines), default=0)
+    line alone.  A paragraph's wrap width is its widest line."""
+    widths = [0] * len(lines)
+    n = 0
+    while n < len(lines):
+        end = n
+        while end < len(lines) and lines[end].strip():
+            end += 1
+        if end > n:
+            widths[n:end] = [max(len(lines[k].strip()) for k in range(n, end))] * (end - n)
+        n = max(end, n + 1)
     blocks: List[List[int]] = []
     for n, line in enumerate(lines):
         if not line.strip():
             continue
-        if blocks and blocks[-1][-1] == n - 1 and _continued(lines[n - 1], line, width):
+        if blocks and blocks[-1][-1] == n - 1 and _continued(lines[n - 1], line, widths[n]):
             blocks[-1].append(n)
         else:
             blocks.append([n])

@@ -219,6 +219,9 @@ def test_txt_sentence_hard_wrapped_over_lines_is_translated_whole_and_spread_bac
     assert all(out[2:5]) and "".join("".join(out[2:5]).split()) == "".join(whole.split())  # may be cut in words
     alone = translate([src[0], src[5], src[6], src[8]], tgt_lang="fra", src_lang="eng", **kw)  # lines of their own
     assert [out[0], out[5], out[6], out[8]] == [r.text for r in alone]
+    from seamless_mlx.documents import _blocks
+
+    assert _blocks(["x" * 2000, "", *src[2:5]]) == [[0], [2, 3, 4]]  # a wide paragraph elsewhere changes nothing
 
 
 def test_text_that_names_a_file_is_translated_as_text_never_read(cli, mlx_model):
