@@ -241,18 +241,25 @@ class Engine:
                     _settle(live[0].future, live[0].run)
                 else:
                     _, src, tgt = live[0].batch_key
-                    texts = [j.text for j in live]
-                    try:
-                        outs = self.run_batch(texts, src, tgt)
-                    except BaseException as e:  # noqa: BLE001 - reported to every waiting request
-                        for j in live:
-                            j.future.set_exception(e)
-                    else:
-                        for j, out in zip(live, outs):
-                            j.future.set_result((out, len(live)))
+                    self._translate_jobs(live, src, tgt)
             finally:
                 with self._cond:
                     self._pending -= len(batch)
+
+    def _translate_jobs(self, jobs: List[_Job], src: str, tgt: str):
+        """Settle each text job with ``(translation, batch size)``.  A failing batch is retried one text
+        at a time, so a text the model cannot take fails its own request, never its batch mates'."""
+        try:
+            outs = self.run_batch([j.text for j in jobs], src, tgt)
+        except BaseException as e:  # noqa: BLE001 - reported to the waiting request(s)
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(e)
+            else:
+                for j in jobs:
+                    self._translate_jobs([j], src, tgt)
+            return
+        for j, out in zip(jobs, outs):
+            j.future.set_result((out, len(jobs)))
 
     # ------------------------------------------------------------------ model calls (worker thread)
     def gen_kw(self, src_len: int) -> Dict[str, Any]:
@@ -304,6 +311,11 @@ class Engine:
     def check_text(self, text: Any, param: str) -> str:
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, f"'{param}' must be a non-empty string.", param=param, code="missing_field")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError(400, f"'{param}' holds a lone surrogate (\\u{ord(text[e.start]):x}) at position {e.start}, "
+                                "which is not text; send valid UTF-8.", param=param, code="invalid_text") from None
         if len(text) > self.limits.max_text_chars:
             raise ApiError(400, f"'{param}' has {len(text)} characters; the limit is {self.limits.max_text_chars} "
                                 "(--max-text-chars).", param=param, code="text_too_long")

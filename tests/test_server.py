@@ -295,6 +295,40 @@ def test_concurrent_text_requests_are_batched_and_answered_correctly(server, api
     assert max(n for _, n in out) > 1, "no two concurrent requests shared a generate call"
 
 
+def test_a_bad_text_fails_alone_and_its_batch_mates_get_their_answers(server, api):
+    texts = ["Hello world", "Good morning, my friend.", "a\ud800b", "How are you?", "Thank you very much."]
+
+    def ask(t):
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            body = json.dumps({"q": t, "source": "en", "target": "fr", "api_key": KEY})  # ASCII: \ud800 escaped
+            return c.post("/translate", content=body, headers={"content-type": "application/json"})
+
+    with ThreadPoolExecutor(len(texts)) as ex:
+        rs = list(ex.map(ask, texts))
+    bad = rs.pop(2)
+    assert bad.status_code == 400 and "surrogate" in bad.json()["error"], bad.text
+    good = [t for t in texts if "\ud800" not in t]
+    assert [r.json()["translatedText"] for r in rs] == [api(t, "fra", "eng").text for t in good]
+
+
+def test_a_failing_batch_is_retried_one_text_at_a_time(mlx_model, api):
+    """The worker's own defence, below the request checks: a text the model raises on fails alone."""
+    from seamless_mlx.server import Engine, Limits
+
+    engine = Engine(mlx_model, limits=Limits(max_new_tokens=MAX_NEW), quiet=True)
+    try:
+        gate = threading.Event()
+        engine.submit(gate.wait)  # holds the worker so the texts below queue up and batch together
+        texts = ["Hello world", "a\ud800b", "Good morning, my friend."]  # the surrogate skips check_text here
+        futs = [engine.submit(batch_key=("t2tt", "eng", "fra"), text=t) for t in texts]
+        gate.set()
+        with pytest.raises(Exception):
+            futs[1].result(120)
+        assert [futs[i].result(120)[0] for i in (0, 2)] == [api(texts[i], "fra", "eng").text for i in (0, 2)]
+    finally:
+        engine.close()
+
+
 # ------------------------------------------------------------------------------- LibreTranslate client
 
 
