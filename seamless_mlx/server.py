@@ -187,17 +187,23 @@ class Engine:
     def submit(self, run: Optional[Callable[[], Any]] = None, batch_key=None, text: str = "") -> concurrent.futures.Future:
         """Queue ``run()``, or a single-line ``text`` to translate in a batch (its future's result is then
         ``(translation, batch size)``); raises a 503 ``ApiError`` when the queue is full."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        return self.submit_all([(run, batch_key, text)])[0]
+
+    def submit_all(self, items: List[Tuple[Optional[Callable[[], Any]], Any, str]]) -> List[concurrent.futures.Future]:
+        """Queue every ``(run, batch_key, text)`` of ``items`` (as :meth:`submit`), or none of them: a 503
+        ``ApiError`` when they do not all fit in the queue, so a refused request leaves nothing behind."""
+        futs = [concurrent.futures.Future() for _ in items]
         with self._cond:
             if self._closed:
                 raise ApiError(503, "the server is shutting down; retry on another instance.", headers={"Retry-After": "5"})
-            if self._pending >= self.limits.max_queue:
-                raise ApiError(503, f"the server is busy ({self.limits.max_queue} requests queued, --max-queue); "
-                                    "retry shortly.", code="queue_full", headers={"Retry-After": "1"})
-            self._pending += 1
-            self._jobs.append(_Job(fut, run, batch_key, text))
+            if self._pending + len(items) > self.limits.max_queue:
+                raise ApiError(503, f"the server is busy ({self._pending} of {self.limits.max_queue} queue places taken, "
+                                    f"--max-queue; this request needs {len(items)}); retry shortly.", code="queue_full",
+                               headers={"Retry-After": "1"})
+            self._pending += len(items)
+            self._jobs.extend(_Job(fut, *item) for fut, item in zip(futs, items))
             self._cond.notify()
-        return fut
+        return futs
 
     def close(self):
         """Finish the queued jobs, then stop the worker."""
@@ -470,7 +476,9 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
                            code="invalid_api_key")
 
     async def run(fn: Callable[[], Any] = None, batch_key=None, text: str = ""):
-        fut = engine.submit(fn, batch_key, text)
+        return await wait(engine.submit(fn, batch_key, text))
+
+    async def wait(fut: concurrent.futures.Future):
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), limits.timeout_s)
         except asyncio.TimeoutError:
@@ -632,14 +640,22 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             raise ApiError(400, f"'q' has more than {limits.max_text_chars} characters in all (--max-text-chars).",
                            param="q", code="text_too_long")
 
-        async def one(t: str) -> Tuple[str, int]:
+        if len(items) > limits.max_queue:
+            raise ApiError(400, f"'q' has {len(items)} texts; send at most {limits.max_queue} per request "
+                                "(--max-queue), or split them over several requests.", param="q", code="too_many_texts")
+
+        def job(t: str):
             if "\n" in t.strip() or len(t.strip()) > DEFAULT_MAX_CHARS:
                 # several lines keep their layout, and a long line is cut at sentence ends: the
                 # library's own text path (api.translate) does both, as for the command line
-                return (await run(lambda: engine.translate(t, tgt, src))).text, 1
-            return await run(batch_key=("t2tt", src, tgt), text=t.strip())
+                return lambda: engine.translate(t, tgt, src), None, ""
+            return None, ("t2tt", src, tgt), t.strip()
 
-        outs = await asyncio.gather(*(one(t) for t in items))
+        async def one(fut: concurrent.futures.Future) -> Tuple[str, int]:
+            out = await wait(fut)
+            return (out.text, 1) if isinstance(out, Result) else out
+
+        outs = await asyncio.gather(*(one(f) for f in engine.submit_all([job(t) for t in items])))
         texts = [t for t, _ in outs]
         # X-Batch-Size: how many texts shared the generate call (benchmarks and tests read it)
         return JSONResponse({"translatedText": texts if isinstance(q, list) else texts[0]},

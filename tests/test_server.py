@@ -538,6 +538,37 @@ def test_full_queue_is_503_with_retry_after(small, long_wav):
     assert refused.headers["retry-after"] == "1" and "--max-queue" in refused.json()["error"]
 
 
+def test_more_texts_than_the_queue_holds_is_400_naming_the_limit(http):
+    r = http.post("/translate", json={"q": ["Hello"] * 17, "source": "en", "target": "fr"})
+    assert r.status_code == 400 and "at most 16" in r.json()["error"] and "--max-queue" in r.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def queue4(mlx_model, env, tmp_path_factory):
+    s = Server(mlx_model, env, tmp_path_factory.mktemp("queue4"), "--max-queue", "4")
+    yield s
+    s.stop()
+
+
+def test_a_request_that_does_not_fit_in_the_queue_queues_none_of_its_texts(queue4, long_wav):
+    t, out = slow_request(queue4, long_wav)  # holds one of the four places
+    r = httpx.post(queue4.url + "/translate", json={"q": ["Hello", "Good morning", "Thanks", "Bye"],
+                                                    "source": "en", "target": "fr"}, timeout=120)
+    assert t.is_alive(), "the slow request ended too soon for this test"
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    fits = {}
+    follow = threading.Thread(target=lambda: fits.update(r=httpx.post(
+        queue4.url + "/translate", json={"q": ["Hello", "Good morning", "Thanks"], "source": "en", "target": "fr"},
+        timeout=120)))
+    follow.start()
+    time.sleep(0.5)
+    assert t.is_alive(), "the slow request ended too soon for this test"
+    follow.join()
+    t.join()
+    assert out["response"].status_code == 200
+    assert fits["r"].status_code == 200, "the refused request left texts in the queue: " + fits["r"].text
+
+
 def test_sigterm_finishes_in_flight_requests_and_exits_0(small, long_wav, api):
     t, out = slow_request(small, long_wav)
     small.proc.send_signal(signal.SIGTERM)
