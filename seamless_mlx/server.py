@@ -309,7 +309,8 @@ class Engine:
         v = str(voice).strip().lower()
         if v in OPENAI_VOICES:
             return OPENAI_VOICES.index(v) % self.num_speakers
-        if v.isdigit() and int(v) < self.num_speakers:
+        # ASCII digits only ("²".isdigit() is true), and few enough that int() is cheap and cannot refuse
+        if v.isascii() and v.isdigit() and len(v) <= 9 and int(v) < self.num_speakers:
             return int(v)
         raise ApiError(400, f"unknown voice {voice!r}; use one of {', '.join(OPENAI_VOICES)} or a speaker id "
                             f"0..{self.num_speakers - 1}.", param="voice")
@@ -466,11 +467,14 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
 
     limits = engine.limits
 
-    def authorize(request: Request, body_key: Optional[str] = None):
+    def authorize(request: Request, body_key: Any = None):
         if api_key is None:
             return
         header = request.headers.get("authorization", "")
-        given = header[7:].strip() if header.lower().startswith("bearer ") else (body_key or "")
+        if header.lower().startswith("bearer "):
+            given = header[7:].strip()
+        else:
+            given = body_key if isinstance(body_key, str) else ""  # a JSON 'api_key' of 5 or [...] is no key
         if not hmac.compare_digest(given.encode(), api_key.encode()):
             raise ApiError(401, "missing or wrong API key; send the header 'Authorization: Bearer <key>'.",
                            code="invalid_api_key")
@@ -510,7 +514,9 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
                            param="file", code="missing_field")
         return await asyncio.to_thread(decode_upload, data, limits, "file")
 
-    def choice(value: Optional[str], allowed, default: str, param: str) -> str:
+    def choice(value: Any, allowed, default: str, param: str) -> str:
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"{param} must be a string, one of {', '.join(allowed)}.", param=param)
         v = (value or default).strip().lower()
         if v not in allowed:
             raise ApiError(400, f"{param}={value!r} is not supported; use one of {', '.join(allowed)}.", param=param)
@@ -614,6 +620,9 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             body = json.loads(await request.body() or b"null")
         except ValueError:
             raise ApiError(400, "the request body is not valid JSON.", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "the request body's JSON is nested too deeply; send a flat JSON object.",
+                           code="invalid_json") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object.", code="invalid_json")
         return body

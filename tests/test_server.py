@@ -420,6 +420,32 @@ def test_invalid_json_is_400(http):
     assert "not valid JSON" in openai_error(r, 400)
 
 
+DEEP = b"[" * 2000 + b"]" * 2000
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/audio/speech", DEEP, None),
+    ("/translate", DEEP, None),
+    ("/v1/audio/speech", {"input": "Hello", "response_format": 5}, "response_format"),
+    ("/v1/audio/speech", {"input": "Hello", "response_format": True}, "response_format"),
+    ("/v1/audio/speech", {"input": "Hello", "voice": "\u00b2"}, "voice"),
+    ("/v1/audio/speech", {"input": "Hello", "voice": "1" * 5000}, "voice"),
+])
+def test_odd_json_values_are_400_not_500(http, path, body, param):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = http.post(path, content=content, headers={"content-type": "application/json"})
+    if path == "/translate":
+        assert r.status_code == 400 and r.json()["error"], r.text
+    else:
+        openai_error(r, 400, param)
+
+
+@pytest.mark.parametrize("key", [5, ["test-key-123"], {"k": 1}, None, True])
+def test_a_non_string_api_key_in_the_body_is_401(server, key):
+    r = httpx.post(server.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr", "api_key": key})
+    assert r.status_code == 401 and "API key" in r.json()["error"], r.text
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
 def test_wrong_or_missing_api_key_is_401(server, headers):
     r = httpx.get(server.url + "/v1/models", headers=headers)
