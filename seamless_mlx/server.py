@@ -629,12 +629,23 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
 
     # ---------------------------------------------------------------- LibreTranslate
     async def libre_translate(request: Request):
-        if "application/json" in request.headers.get("content-type", ""):
-            body = await json_body(request)
-        else:
-            form = await request.form(max_files=0)
-            body = {k: form.getlist(k) if k == "q" and len(form.getlist(k)) > 1 else form.get(k) for k in form}
-        authorize(request, body.get("api_key"))
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        if bearer:
+            authorize(request)  # a key in the header is checked before the body is read
+        try:
+            if "application/json" in request.headers.get("content-type", ""):
+                body = await json_body(request)
+            else:
+                try:
+                    form = await request.form(max_files=0)
+                except HTTPException as e:
+                    raise ApiError(400, f"malformed form body: {e.detail}; send JSON or a urlencoded form.") from None
+                body = {k: form.getlist(k) if k == "q" and len(form.getlist(k)) > 1 else form.get(k) for k in form}
+        except ApiError:
+            authorize(request)  # no readable key anywhere: 401 when one is required, not feedback on the body
+            raise
+        if not bearer:
+            authorize(request, body.get("api_key"))
         q = body.get("q")
         if body.get("format", "text") not in ("text", None):
             raise ApiError(400, f"format={body.get('format')!r} is not supported; use format=text.", param="format")

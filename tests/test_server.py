@@ -454,6 +454,22 @@ def test_wrong_or_missing_api_key_is_401(server, headers):
     assert r.status_code == 401
 
 
+@pytest.mark.parametrize("headers,status", [
+    ({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": f"Bearer {KEY}"}, 400)])
+def test_translate_checks_the_key_before_judging_the_body(server, headers, status):
+    r = httpx.post(server.url + "/translate", content=b"{not json",
+                   headers={"content-type": "application/json", **headers})
+    assert r.status_code == status, r.text
+    assert ("API key" if status == 401 else "not valid JSON") in r.json()["error"]
+
+
+def test_a_wrong_header_key_is_401_before_the_body_arrives(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"q\": ")
+        assert s.recv(100).startswith(b"HTTP/1.1 401")  # the body was never sent: it was not waited for
+
+
 def test_client_disconnect_mid_upload_leaves_server_healthy(server, http):
     boundary = "xyz"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
