@@ -29,6 +29,7 @@ import io
 import ipaddress
 import json
 import os
+import reprlib
 import sys
 import threading
 from dataclasses import dataclass
@@ -295,11 +296,11 @@ class Engine:
         folded = {c.lower(): c for c in self.text_out | self.text_in}
         found = folded.get(raw.lower()) or ISO_TO_CODE.get(raw.lower())
         if found is None or found not in (self.text_in if text_in else self.text_out):
-            raise ApiError(400, f"unknown {param} {raw!r}; this model supports {', '.join(sorted(self.text_out))} "
+            raise ApiError(400, f"unknown {param} {_brief(raw)}; this model supports {', '.join(sorted(self.text_out))} "
                                 "(or their ISO 639-1 codes, see GET /languages).", param=param,
                            code="unsupported_language")
         if speech_out and found not in self.speech_out:
-            raise ApiError(400, f"{param}={raw!r} has text output only, no speech; speech languages: "
+            raise ApiError(400, f"{param}={_brief(raw)} has text output only, no speech; speech languages: "
                                 f"{', '.join(sorted(self.speech_out))}.", param=param, code="unsupported_language")
         return found
 
@@ -312,7 +313,7 @@ class Engine:
         # ASCII digits only ("²".isdigit() is true), and few enough that int() is cheap and cannot refuse
         if v.isascii() and v.isdigit() and len(v) <= 9 and int(v) < self.num_speakers:
             return int(v)
-        raise ApiError(400, f"unknown voice {voice!r}; use one of {', '.join(OPENAI_VOICES)} or a speaker id "
+        raise ApiError(400, f"unknown voice {_brief(voice)}; use one of {', '.join(OPENAI_VOICES)} or a speaker id "
                             f"0..{self.num_speakers - 1}.", param="voice")
 
     def check_text(self, text: Any, param: str) -> str:
@@ -327,6 +328,14 @@ class Engine:
             raise ApiError(400, f"'{param}' has {len(text)} characters; the limit is {self.limits.max_text_chars} "
                                 "(--max-text-chars).", param=param, code="text_too_long")
         return text
+
+
+def _brief(value: Any, limit: int = 40) -> str:
+    """A client's value as an error message shows it: cut to about ``limit`` characters, so a huge
+    input is never echoed back whole."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    return reprlib.repr(value)
 
 
 def _settle(future: concurrent.futures.Future, run: Callable[[], Any]):
@@ -519,7 +528,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             raise ApiError(400, f"{param} must be a string, one of {', '.join(allowed)}.", param=param)
         v = (value or default).strip().lower()
         if v not in allowed:
-            raise ApiError(400, f"{param}={value!r} is not supported; use one of {', '.join(allowed)}.", param=param)
+            raise ApiError(400, f"{param}={_brief(value)} is not supported; use one of {', '.join(allowed)}.", param=param)
         return v
 
     def flag(value: Optional[str]) -> bool:
@@ -648,7 +657,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             authorize(request, body.get("api_key"))
         q = body.get("q")
         if body.get("format", "text") not in ("text", None):
-            raise ApiError(400, f"format={body.get('format')!r} is not supported; use format=text.", param="format")
+            raise ApiError(400, f"format={_brief(body.get('format'))} is not supported; use format=text.", param="format")
         src = engine.language(body.get("source"), "source", text_in=True)
         tgt = engine.language(body.get("target"), "target")
         items = q if isinstance(q, list) else [q]

@@ -440,6 +440,16 @@ def test_odd_json_values_are_400_not_500(http, path, body, param):
         openai_error(r, 400, param)
 
 
+@pytest.mark.parametrize("path,field", [("/translate", "source"), ("/translate", "target"),
+                                        ("/translate", "format"), ("/v1/audio/speech", "voice"),
+                                        ("/v1/audio/speech", "response_format"), ("/v1/audio/speech", "language")])
+def test_errors_never_echo_a_huge_value_whole(http, path, field):
+    body = {"q": "Hello", "input": "Hello", "source": "en", "target": "fr", field: "x" * 900_000}  # under --max-upload-mb 1
+    r = http.post(path, json=body)
+    assert r.status_code == 400 and len(r.content) < 2000, (r.status_code, len(r.content))
+    assert "x" * 40 + "'..." in r.text and "x" * 41 not in r.text
+
+
 @pytest.mark.parametrize("key", [5, ["test-key-123"], {"k": 1}, None, True])
 def test_a_non_string_api_key_in_the_body_is_401(server, key):
     r = httpx.post(server.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr", "api_key": key})
