@@ -691,6 +691,13 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
                             headers={"X-Batch-Size": str(max(n for _, n in outs))})
 
     async def languages(request: Request):
+        key = request.query_params.get("api_key")
+        if key is None and api_key is not None and "form-urlencoded" in request.headers.get("content-type", ""):
+            try:
+                key = (await request.form(max_files=0)).get("api_key")  # libretranslatepy sends it as a GET body
+            except HTTPException:
+                pass  # an unreadable body holds no key: the 401 below says what to send
+        authorize(request, key)
         codes = sorted(engine.text_out)
         targets = [LANGUAGES.get(c, (None, c))[0] or c for c in codes]
         return JSONResponse([{"code": LANGUAGES.get(c, (None, c))[0] or c, "model_code": c,

@@ -66,7 +66,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
             try:
-                urllib.request.urlopen(self.url + "/languages", timeout=2).read()
+                urllib.request.urlopen(self.url + "/", timeout=2).read()  # the one path open without a key
                 return
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.2)
@@ -460,6 +460,9 @@ def test_a_non_string_api_key_in_the_body_is_401(server, key):
 def test_wrong_or_missing_api_key_is_401(server, headers):
     r = httpx.get(server.url + "/v1/models", headers=headers)
     assert "API key" in openai_error(r, 401)
+    r = httpx.get(server.url + "/languages", headers=headers)
+    assert r.status_code == 401 and "API key" in r.json()["error"]
+    assert httpx.get(server.url + "/languages", params={"api_key": KEY}).status_code == 200
     r = httpx.post(server.url + "/translate", data={"q": "Hello", "source": "en", "target": "fr", "api_key": "nope"})
     assert r.status_code == 401
 
@@ -715,13 +718,18 @@ def browser():
     d.quit()
 
 
-def open_page(browser, server):
+def open_page(browser, server, key_in_url=False):
+    """The page with its language lists filled: the server wants the key for /languages too, so the
+    key is typed into the page's field, or given in the URL fragment (/#key=KEY)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    browser.get(server.url + "/")
+    browser.get("about:blank")  # a fresh page: going from / to /#key=... alone would not reload it
+    browser.get(server.url + "/" + (f"#key={KEY}" if key_in_url else ""))
+    if not key_in_url:
+        WebDriverWait(browser, 30).until(lambda d: "API key" in d.find_element(By.ID, "status").text)
+        browser.find_element(By.ID, "apikey").send_keys(KEY)
     WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#target option")) >= 8)
-    browser.find_element(By.ID, "apikey").send_keys(KEY)
     return By, Select, WebDriverWait
 
 
@@ -736,7 +744,7 @@ def test_web_page_translates_typed_text(browser, server, api):
 
 
 def test_web_page_turns_an_uploaded_wav_into_playable_speech(browser, server, clip, api):
-    By, Select, Wait = open_page(browser, server)
+    By, Select, Wait = open_page(browser, server, key_in_url=True)
     Select(browser.find_element(By.ID, "target")).select_by_value("fra")
     browser.find_element(By.ID, "speak").click()
     browser.find_element(By.ID, "file").send_keys(str(clip[0]))
