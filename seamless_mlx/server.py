@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
-from .audio import load_audio, resample
+from .audio import resample
 from .batch import Job, run_jobs
 from .segment import DEFAULT_MAX_CHARS
 
@@ -90,6 +90,8 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "no
 AUDIO_FORMATS = ("wav", "flac", "pcm")
 PCM_RATE = 24000  # OpenAI's raw `pcm` speech: 24 kHz, 16-bit little-endian, no header
 TEXT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+MAX_UPLOAD_RATE = 192000  # Hz; the duration limit bounds frames, this bounds frames per second of them
+DECODE_BLOCK = 1 << 20  # samples (all channels) decoded at a time from an upload
 
 
 @dataclass(frozen=True)
@@ -366,14 +368,40 @@ def decode_upload(data: bytes, limits: Limits, param: str = "file") -> np.ndarra
         raise ApiError(400, f"the uploaded '{param}' is not audio this server can decode; send WAV, FLAC, OGG or "
                             "MP3 (e.g. `ffmpeg -i in.m4a -ac 1 -ar 16000 out.wav`).", param=param,
                        code="invalid_audio") from None
+    if info.samplerate > MAX_UPLOAD_RATE:
+        raise ApiError(400, f"the uploaded audio's sample rate is {info.samplerate} Hz; the limit is {MAX_UPLOAD_RATE} "
+                            "Hz: resample it first (e.g. `ffmpeg -i in.wav -ar 16000 out.wav`).", param=param,
+                       code="invalid_audio")
     if seconds > limits.max_audio_s:
         raise ApiError(413, f"the uploaded audio lasts {seconds:.0f} s; the limit is {limits.max_audio_s:g} s "
                             "(--max-audio-s).", param=param, code="audio_too_long")
     try:
-        return load_audio(io.BytesIO(data), SAMPLE_RATE)
-    except ValueError:
+        mono = _decode_mono(io.BytesIO(data), info.frames)
+    except (sf.SoundFileError, RuntimeError, TypeError, EOFError, ValueError):
+        mono = np.zeros(0, np.float32)
+    if not len(mono):
         raise ApiError(400, f"the uploaded '{param}' has no audio samples or cannot be decoded; send WAV, FLAC, "
-                            "OGG or MP3.", param=param, code="invalid_audio") from None
+                            "OGG or MP3.", param=param, code="invalid_audio")
+    return resample(mono, info.samplerate, SAMPLE_RATE)
+
+
+def _decode_mono(file, frames: int) -> np.ndarray:
+    """The first ``frames`` frames of a sound file, mixed to mono as :func:`seamless_mlx.audio.load_audio`
+    does, decoded a block at a time: memory is ``frames`` x 4 bytes whatever the channel count."""
+    import soundfile as sf
+
+    with sf.SoundFile(file) as f:
+        step = max(1, DECODE_BLOCK // f.channels)
+        mono = np.empty(frames, np.float32)  # untouched pages cost nothing if the header over-promises
+        n = 0
+        while n < frames:
+            # SoundFile.read, not .blocks: blocks yields a whole buffer even when a truncated file runs short
+            block = f.read(min(step, frames - n), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            mono[n:n + len(block)] = block[:, 0] if f.channels == 1 else block.mean(axis=1, dtype=np.float32)
+            n += len(block)
+    return mono[:n]
 
 
 def encode_audio(wave: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE) -> Tuple[bytes, str]:

@@ -386,6 +386,38 @@ def test_too_long_audio_is_413_naming_the_limit(http):
     assert "10 s" in openai_error(r, 413, "file")
 
 
+def test_a_sample_rate_above_192_khz_is_400_naming_the_limit(http):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((3000, 8), np.float32), 655350, format="WAV", subtype="PCM_16")  # 48 KB
+    r = http.post("/v1/audio/transcriptions", files={"file": buf.getvalue()}, data={"language": "en"})
+    assert "192000 Hz" in openai_error(r, 400, "file")
+
+
+def test_many_channels_decode_a_block_at_a_time_to_what_the_library_reads(tmp_path):
+    """Memory for an upload is its mono samples, not frames x channels (an 8-channel 'bomb')."""
+    import tracemalloc
+
+    from seamless_mlx.audio import load_audio
+    from seamless_mlx.server import DECODE_BLOCK, Limits, decode_upload
+
+    sr, frames = 192000, 192000 * 8
+    t = np.arange(frames) / sr
+    wave = np.stack([0.1 * np.sin(2 * np.pi * (200 + 50 * c) * t) for c in range(8)], axis=1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="FLAC", subtype="PCM_16")
+    data = buf.getvalue()
+    del wave, t
+    tracemalloc.start()
+    try:
+        got = decode_upload(data, Limits(max_audio_s=10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the mono result plus a few blocks in flight; all 8 channels at once would be 49 MB
+    assert peak < frames * 4 + 4 * DECODE_BLOCK * 4, f"decoding took {peak / 1e6:.0f} MB"
+    assert np.array_equal(got, load_audio(io.BytesIO(data)))
+
+
 def test_too_long_text_is_400_naming_the_limit(http):
     r = http.post("/v1/audio/speech", json={"input": "a" * 5001})
     assert "5000" in openai_error(r, 400, "input")
