@@ -41,6 +41,7 @@ import numpy as np
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
 from .audio import resample
 from .batch import Job, run_jobs
+from .features import check_speech_length
 from .segment import DEFAULT_MAX_CHARS
 
 INSTALL_HINT = 'pip install "seamless-mlx[server]"'
@@ -549,7 +550,11 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         if data is None:
             raise ApiError(400, "'file' is required: the audio file, sent as a multipart file field.",
                            param="file", code="missing_field")
-        return await asyncio.to_thread(decode_upload, data, limits, "file")
+        audio = await asyncio.to_thread(decode_upload, data, limits, "file")
+        try:  # here, so a streamed answer never starts (200) for audio the model cannot take
+            return check_speech_length(audio, "the uploaded 'file'")
+        except ValueError as e:
+            raise ApiError(400, str(e), param="file", code="invalid_audio") from None
 
     def choice(value: Any, allowed, default: str, param: str) -> str:
         if value is not None and not isinstance(value, str):
@@ -584,9 +589,19 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         fut = engine.submit(lambda: engine.translate(audio, tgt, on_text=on_text))
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, done))
 
+        deadline = loop.time() + limits.timeout_s
+
         async def events():
             while True:
-                piece = await pieces.get()
+                try:
+                    piece = await asyncio.wait_for(pieces.get(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    # the 200 is already sent, so the time limit ends the stream with an error event
+                    fut.cancel()
+                    err = ApiError(504, f"the request took longer than {limits.timeout_s:g} s (--timeout-s).",
+                                   code="timeout")
+                    yield f"data: {json.dumps({'type': 'error', **err.openai_body()})}\n\n"
+                    return
                 if piece is done:
                     break
                 yield f"data: {json.dumps({'type': 'transcript.text.delta', 'delta': piece})}\n\n"

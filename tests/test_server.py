@@ -665,14 +665,34 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(small, long_wav, api):
     assert out["response"].json()["text"] == api(str(long_wav), "eng").text
 
 
-def test_request_over_the_time_limit_is_504_naming_it(mlx_model, env, tmp_path_factory, long_wav):
+@pytest.fixture(scope="module")
+def impatient(mlx_model, env, tmp_path_factory):
     s = Server(mlx_model, env, tmp_path_factory.mktemp("impatient"), "--timeout-s", "0.3")
-    try:
-        r = httpx.post(s.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
-                       data={"language": "en"}, timeout=120)
-    finally:
-        s.stop()
+    yield s
+    s.stop()
+
+
+def test_request_over_the_time_limit_is_504_naming_it(impatient, long_wav):
+    r = httpx.post(impatient.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
+                   data={"language": "en"}, timeout=120)
     assert "--timeout-s" in openai_error(r, 504)
+
+
+def test_a_stream_over_the_time_limit_ends_with_a_timeout_event(impatient, long_wav):
+    start = time.time()
+    r = httpx.post(impatient.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
+                   data={"language": "en", "stream": "true"}, timeout=120)
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert r.status_code == 200 and events[-1]["type"] == "error", events[-1:]
+    assert events[-1]["error"]["code"] == "timeout" and "--timeout-s" in events[-1]["error"]["message"]
+    assert time.time() - start < 10
+
+
+def test_streamed_bad_audio_is_the_same_400_as_unstreamed(http):
+    short = wav_bytes(tone(0.005))  # 80 samples: fewer than the speech encoder takes
+    for stream in ("false", "true"):
+        r = http.post("/v1/audio/transcriptions", files={"file": short}, data={"language": "en", "stream": stream})
+        assert "too short" in openai_error(r, 400, "file")
 
 
 # ------------------------------------------------------------------------------- load
