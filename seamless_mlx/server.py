@@ -93,6 +93,10 @@ PCM_RATE = 24000  # OpenAI's raw `pcm` speech: 24 kHz, 16-bit little-endian, no 
 TEXT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 MAX_UPLOAD_RATE = 192000  # Hz; the duration limit bounds frames, this bounds frames per second of them
 DECODE_BLOCK = 1 << 20  # samples (all channels) decoded at a time from an upload
+MAX_CONNECTIONS = 128  # --max-connections: well under the usual 1024 file descriptors of a process
+IDLE_TIMEOUT_S = 30.0  # --idle-timeout-s
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this many seconds
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers (uvicorn answers 400 above)
 
 
 @dataclass(frozen=True)
@@ -487,11 +491,74 @@ class BodyLimit:
             await _send_json(send, 413, ApiError(413, message, code="upload_too_large").openai_body())
 
 
-async def _send_json(send, status: int, body: Dict[str, Any]):
+async def _send_json(send, status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None):
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]})
     await send({"type": "http.response.body", "body": data})
+
+
+LIBRE_PATHS = ("/translate", "/languages")
+
+
+def error_body(path: str, err: ApiError) -> Dict[str, Any]:
+    """``err`` in the error shape of the endpoint at ``path``: LibreTranslate's or OpenAI's."""
+    return {"error": err.message} if path in LIBRE_PATHS else err.openai_body()
+
+
+async def _overloaded(scope, receive, send):
+    """The ASGI app for a connection over ``--max-connections``: 503, then the connection is closed."""
+    if scope["type"] != "http":
+        return
+    err = ApiError(503, "the server has too many open connections (--max-connections); retry shortly.",
+                   code="too_many_connections")
+    await _send_json(send, 503, error_body(scope["path"], err), {"Retry-After": "1", "Connection": "close"})
+
+
+def _protocol(max_connections: int, idle_timeout_s: float):
+    """uvicorn's HTTP/1.1 protocol with two bounds it lacks, so idle or slow sockets cannot pile up
+    until the process runs out of file descriptors:
+
+    * a connection opened while ``max_connections`` are open is answered 503 and closed, and gets
+      only a second to send its request;
+    * a connection that sends nothing for ``idle_timeout_s`` while its request is incomplete (or
+      before it sends one) is closed.  A request the app is working on is not idle: ``--timeout-s``
+      bounds that."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11Protocol(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._idle_timer = None
+            self._idle_s = idle_timeout_s
+            if len(self.connections) > max_connections:
+                self.app, self._idle_s = _overloaded, min(1.0, idle_timeout_s)
+            self._arm()
+
+        def data_received(self, data: bytes):
+            self._arm()
+            super().data_received(data)
+
+        def connection_lost(self, exc):
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self):
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = self.loop.call_later(self._idle_s, self._on_idle)
+
+        def _on_idle(self):
+            working = self.cycle is not None and not self.cycle.response_complete and self.conn.their_state is h11.DONE
+            if working:
+                self._arm()
+            elif not self.transport.is_closing():
+                self.transport.close()
+
+    return BoundedH11Protocol
 
 
 def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Optional[str] = None):
@@ -750,12 +817,8 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
     async def index(request: Request):
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
-    libre_paths = ("/translate", "/languages")
-
     def error_response(request: Request, err: ApiError):
-        if request.url.path in libre_paths:
-            return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
-        return JSONResponse(err.openai_body(), status_code=err.status, headers=err.headers)
+        return JSONResponse(error_body(request.url.path, err), status_code=err.status, headers=err.headers)
 
     async def on_api_error(request: Request, exc: ApiError):
         return error_response(request, exc)
@@ -816,6 +879,10 @@ def add_arguments(p):
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="text requests decoded together")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request time limit (504 after)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="limit on generated text tokens per piece")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                   help="open connections; one more is answered 503 and closed (default: %(default)s)")
+    p.add_argument("--idle-timeout-s", type=float, default=IDLE_TIMEOUT_S,
+                   help="close a connection that sends nothing this long mid-request (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no startup messages")
 
 
@@ -832,7 +899,8 @@ def serve(args) -> int:
     if not _is_loopback(args.host) and not args.api_key and not args.insecure_no_auth:
         raise ValueError(f"--host {args.host} is reachable from other machines: add --api-key KEY "
                          "(or --insecure-no-auth to serve without one).")
-    for name in ("max_upload_mb", "max_audio_s", "max_text_chars", "max_queue", "max_batch", "timeout_s"):
+    for name in ("max_upload_mb", "max_audio_s", "max_text_chars", "max_queue", "max_batch", "timeout_s",
+                 "max_connections", "idle_timeout_s"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
     limits = Limits(args.max_upload_mb, args.max_audio_s, args.max_text_chars, args.max_queue, args.max_batch,
@@ -840,7 +908,8 @@ def serve(args) -> int:
     engine = Engine(args.model, args.quantize, limits, quiet=args.quiet)
     app = build_app(engine, api_key=args.api_key, cors_origin=args.cors_origin)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                            lifespan="off")
+                            lifespan="off", http=_protocol(args.max_connections, args.idle_timeout_s),
+                            timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it shut down on; with these no-op handlers in place that ends in
     # a normal return (exit 0) once in-flight requests are answered.

@@ -695,6 +695,30 @@ def test_streamed_bad_audio_is_the_same_400_as_unstreamed(http):
         assert "too short" in openai_error(r, 400, "file")
 
 
+def test_idle_sockets_are_closed_and_connections_over_the_limit_get_503(mlx_model, env, tmp_path_factory):
+    s = Server(mlx_model, env, tmp_path_factory.mktemp("conns"), "--max-connections", "4", "--idle-timeout-s", "1.5")
+    socks = []
+    try:
+        for i in range(6):
+            socks.append(socket.create_connection(("127.0.0.1", s.port), timeout=6))
+            if i == 0:  # a request head that never ends
+                socks[0].sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.2)
+        r = httpx.post(s.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr"}, timeout=5)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert "--max-connections" in r.json()["error"]
+        start = time.time()
+        for sock in socks:
+            assert sock.recv(100) == b"", "the server should close a connection that sends nothing"
+        assert time.time() - start < 4
+        r = httpx.post(s.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr"}, timeout=30)
+        assert r.status_code == 200 and s.proc.poll() is None
+    finally:
+        for sock in socks:
+            sock.close()
+        s.stop()
+
+
 # ------------------------------------------------------------------------------- load
 
 
