@@ -826,7 +826,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
     async def on_http_error(request: Request, exc: HTTPException):
         msg = {404: f"no route {request.url.path}; see GET /v1/models, POST /v1/audio/*, POST /translate.",
                405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
-        return error_response(request, ApiError(exc.status_code, msg))
+        return error_response(request, ApiError(exc.status_code, msg, headers=exc.headers))  # 405 keeps its Allow
 
     async def on_disconnect(request: Request, exc: ClientDisconnect):
         return Response(status_code=499)  # nobody is listening; the connection is gone

@@ -515,6 +515,14 @@ def test_a_wrong_header_key_is_401_before_the_body_arrives(server):
         assert s.recv(100).startswith(b"HTTP/1.1 401")  # the body was never sent: it was not waited for
 
 
+@pytest.mark.parametrize("method,path,allow", [("GET", "/translate", "POST"), ("POST", "/languages", "GET"),
+                                              ("PUT", "/v1/audio/speech", "POST")])
+def test_a_wrong_method_is_405_with_an_allow_header(http, method, path, allow):
+    r = http.request(method, path)
+    assert r.status_code == 405 and allow in r.headers["allow"], (r.status_code, r.headers)
+    assert r.json()["error"]
+
+
 def test_client_disconnect_mid_upload_leaves_server_healthy(server, http):
     boundary = "xyz"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
