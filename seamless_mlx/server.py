@@ -572,6 +572,9 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
 
     limits = engine.limits
 
+    def content_type(request: Request) -> str:
+        return request.headers.get("content-type", "").lower()  # media types are case-insensitive
+
     def authorize(request: Request, body_key: Any = None):
         if api_key is None:
             return
@@ -599,7 +602,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
     async def form_of(request: Request) -> Tuple[Dict[str, str], Optional[bytes]]:
         """(text fields, bytes of the 'file' field or None) of a multipart body; the parsed form's
         spooled files are closed here, whatever the handler does next."""
-        if "multipart/form-data" not in request.headers.get("content-type", ""):
+        if "multipart/form-data" not in content_type(request):
             raise ApiError(400, "send the request as multipart/form-data with the audio in a 'file' field.",
                            param="file")
         try:
@@ -752,7 +755,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         if bearer:
             authorize(request)  # a key in the header is checked before the body is read
         try:
-            if "application/json" in request.headers.get("content-type", ""):
+            if "application/json" in content_type(request):
                 body = await json_body(request)
             else:
                 try:
@@ -802,7 +805,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
 
     async def languages(request: Request):
         key = request.query_params.get("api_key")
-        if key is None and api_key is not None and "form-urlencoded" in request.headers.get("content-type", ""):
+        if key is None and api_key is not None and "form-urlencoded" in content_type(request):
             try:
                 key = (await request.form(max_files=0)).get("api_key")  # libretranslatepy sends it as a GET body
             except HTTPException:

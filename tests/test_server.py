@@ -523,6 +523,12 @@ def test_a_wrong_method_is_405_with_an_allow_header(http, method, path, allow):
     assert r.json()["error"]
 
 
+def test_media_types_are_matched_case_insensitively(http, api):
+    r = http.post("/translate", content=json.dumps({"q": "Hello world", "source": "en", "target": "de"}),
+                  headers={"content-type": "Application/JSON; charset=UTF-8"})
+    assert r.status_code == 200 and r.json()["translatedText"] == api("Hello world", "deu", "eng").text
+
+
 def test_client_disconnect_mid_upload_leaves_server_healthy(server, http):
     boundary = "xyz"
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
