@@ -11,7 +11,8 @@ Endpoints (errors are JSON, never tracebacks):
 * ``POST /v1/audio/speech``  text -> speech (``input``, ``voice``, ``language``, ``source_language``;
   wav|flac|pcm); translated when the source language differs
 * ``POST /v1/audio/speech-translations``  speech -> speech (multipart ``file``, ``target_language``)
-* ``GET /v1/models``; LibreTranslate's ``POST /translate`` and ``GET /languages``; a web page at ``/``.
+* ``GET /v1/models``; LibreTranslate's ``POST /translate`` and ``GET /languages`` (``POST /detect``
+  answers 400: the model cannot detect a text's language); a web page at ``/``.
 
 One model, one inference worker thread: requests queue (503 + ``Retry-After`` when the queue is
 full) and text requests with the same language pair that wait together are decoded as one padded
@@ -499,7 +500,7 @@ async def _send_json(send, status: int, body: Dict[str, Any], headers: Optional[
     await send({"type": "http.response.body", "body": data})
 
 
-LIBRE_PATHS = ("/translate", "/languages")
+LIBRE_PATHS = ("/translate", "/languages", "/detect")
 
 
 def error_body(path: str, err: ApiError) -> Dict[str, Any]:
@@ -750,7 +751,9 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         return body
 
     # ---------------------------------------------------------------- LibreTranslate
-    async def libre_translate(request: Request):
+    async def libre_body(request: Request) -> Dict[str, Any]:
+        """A LibreTranslate request's fields (JSON or form), its API key checked before any feedback on
+        the body: a Bearer header before the body is read, and a 401 for an unreadable body without one."""
         bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
         if bearer:
             authorize(request)  # a key in the header is checked before the body is read
@@ -768,6 +771,15 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             raise
         if not bearer:
             authorize(request, body.get("api_key"))
+        return body
+
+    async def detect(request: Request):
+        await libre_body(request)
+        raise ApiError(400, "language detection is not supported: this model cannot tell the language of a text; "
+                            "send 'source' to /translate (GET /languages lists the codes).", code="unsupported")
+
+    async def libre_translate(request: Request):
+        body = await libre_body(request)
         q = body.get("q")
         if body.get("format", "text") not in ("text", None):
             raise ApiError(400, f"format={_brief(body.get('format'))} is not supported; use format=text.", param="format")
@@ -848,6 +860,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         Route("/v1/audio/speech-translations", speech_translations, methods=["POST"]),
         Route("/translate", libre_translate, methods=["POST"]),
         Route("/languages", languages, methods=["GET"]),
+        Route("/detect", detect, methods=["POST"]),
     ]
     middleware = []
     if cors_origin:

@@ -523,6 +523,12 @@ def test_a_wrong_method_is_405_with_an_allow_header(http, method, path, allow):
     assert r.json()["error"]
 
 
+def test_detect_says_detection_is_unsupported_in_libretranslate_shape(server):
+    r = httpx.post(server.url + "/detect", data={"q": "Hello", "api_key": KEY})
+    assert r.status_code == 400 and "not supported" in r.json()["error"] and "source" in r.json()["error"]
+    assert httpx.post(server.url + "/detect", data={"q": "Hello"}).status_code == 401
+
+
 def test_media_types_are_matched_case_insensitively(http, api):
     r = http.post("/translate", content=json.dumps({"q": "Hello world", "source": "en", "target": "de"}),
                   headers={"content-type": "Application/JSON; charset=UTF-8"})
