@@ -206,9 +206,9 @@ class Engine:
             if self._closed:
                 raise ApiError(503, "the server is shutting down; retry on another instance.", headers={"Retry-After": "5"})
             if self._pending + len(items) > self.limits.max_queue:
-                raise ApiError(503, f"the server is busy ({self._pending} of {self.limits.max_queue} queue places taken, "
-                                    f"--max-queue; this request needs {len(items)}); retry shortly.", code="queue_full",
-                               headers={"Retry-After": "1"})
+                raise ApiError(503, f"the server is busy ({self._pending} of {self.limits.max_queue} queue places "
+                                    f"taken, --max-queue; this request needs {len(items)}); retry shortly.",
+                               code="queue_full", headers={"Retry-After": "1"})
             self._pending += len(items)
             self._jobs.extend(_Job(fut, *item) for fut, item in zip(futs, items))
             self._cond.notify()
@@ -304,9 +304,9 @@ class Engine:
         folded = {c.lower(): c for c in self.text_out | self.text_in}
         found = folded.get(raw.lower()) or ISO_TO_CODE.get(raw.lower())
         if found is None or found not in (self.text_in if text_in else self.text_out):
-            raise ApiError(400, f"unknown {param} {_brief(raw)}; this model supports {', '.join(sorted(self.text_out))} "
-                                "(or their ISO 639-1 codes, see GET /languages).", param=param,
-                           code="unsupported_language")
+            raise ApiError(400, f"unknown {param} {_brief(raw)}; this model supports "
+                                f"{', '.join(sorted(self.text_out))} (or their ISO 639-1 codes, see GET /languages).",
+                           param=param, code="unsupported_language")
         if speech_out and found not in self.speech_out:
             raise ApiError(400, f"{param}={_brief(raw)} has text output only, no speech; speech languages: "
                                 f"{', '.join(sorted(self.speech_out))}.", param=param, code="unsupported_language")
@@ -632,7 +632,8 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             raise ApiError(400, f"{param} must be a string, one of {', '.join(allowed)}.", param=param)
         v = (value or default).strip().lower()
         if v not in allowed:
-            raise ApiError(400, f"{param}={_brief(value)} is not supported; use one of {', '.join(allowed)}.", param=param)
+            raise ApiError(400, f"{param}={_brief(value)} is not supported; use one of {', '.join(allowed)}.",
+                           param=param)
         return v
 
     def flag(value: Optional[str]) -> bool:
@@ -782,7 +783,8 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         body = await libre_body(request)
         q = body.get("q")
         if body.get("format", "text") not in ("text", None):
-            raise ApiError(400, f"format={_brief(body.get('format'))} is not supported; use format=text.", param="format")
+            raise ApiError(400, f"format={_brief(body.get('format'))} is not supported; use format=text.",
+                           param="format")
         src = engine.language(body.get("source"), "source", text_in=True)
         tgt = engine.language(body.get("target"), "target")
         items = q if isinstance(q, list) else [q]
