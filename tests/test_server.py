@@ -656,13 +656,22 @@ def test_more_texts_than_the_queue_holds_is_400_naming_the_limit(http):
 
 
 @pytest.fixture(scope="module")
-def queue4(mlx_model, env, tmp_path_factory):
-    s = Server(mlx_model, env, tmp_path_factory.mktemp("queue4"), "--max-queue", "4")
-    yield s
-    s.stop()
+def servers(mlx_model, env, tmp_path_factory):
+    """More servers, each started once by name with its own options: ``servers("q4", "--max-queue", "4")``."""
+    started = {}
+
+    def get(name, *options):
+        if name not in started:
+            started[name] = Server(mlx_model, env, tmp_path_factory.mktemp(name), *options)
+        return started[name]
+
+    yield get
+    for s in started.values():
+        s.stop()
 
 
-def test_a_request_that_does_not_fit_in_the_queue_queues_none_of_its_texts(queue4, long_wav):
+def test_a_request_that_does_not_fit_in_the_queue_queues_none_of_its_texts(servers, long_wav):
+    queue4 = servers("queue4", "--max-queue", "4")
     t, out = slow_request(queue4, long_wav)  # holds one of the four places
     r = httpx.post(queue4.url + "/translate", json={"q": ["Hello", "Good morning", "Thanks", "Bye"],
                                                     "source": "en", "target": "fr"}, timeout=120)
@@ -690,20 +699,15 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(small, long_wav, api):
     assert out["response"].json()["text"] == api(str(long_wav), "eng").text
 
 
-@pytest.fixture(scope="module")
-def impatient(mlx_model, env, tmp_path_factory):
-    s = Server(mlx_model, env, tmp_path_factory.mktemp("impatient"), "--timeout-s", "0.3")
-    yield s
-    s.stop()
-
-
-def test_request_over_the_time_limit_is_504_naming_it(impatient, long_wav):
+def test_request_over_the_time_limit_is_504_naming_it(servers, long_wav):
+    impatient = servers("impatient", "--timeout-s", "0.3")
     r = httpx.post(impatient.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
                    data={"language": "en"}, timeout=120)
     assert "--timeout-s" in openai_error(r, 504)
 
 
-def test_a_stream_over_the_time_limit_ends_with_a_timeout_event(impatient, long_wav):
+def test_a_stream_over_the_time_limit_ends_with_a_timeout_event(servers, long_wav):
+    impatient = servers("impatient", "--timeout-s", "0.3")
     start = time.time()
     r = httpx.post(impatient.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
                    data={"language": "en", "stream": "true"}, timeout=120)
