@@ -11,7 +11,8 @@ Endpoints (errors are JSON, never tracebacks):
 * ``POST /v1/audio/speech``  text -> speech (``input``, ``voice``, ``language``, ``source_language``;
   wav|flac|pcm); translated when the source language differs
 * ``POST /v1/audio/speech-translations``  speech -> speech (multipart ``file``, ``target_language``)
-* ``GET /v1/models``; LibreTranslate's ``POST /translate`` and ``GET /languages``; a web page at ``/``.
+* ``GET /v1/models``; LibreTranslate's ``POST /translate`` and ``GET /languages`` (``POST /detect``
+  answers 400: the model cannot detect a text's language); a web page at ``/``.
 
 One model, one inference worker thread: requests queue (503 + ``Retry-After`` when the queue is
 full) and text requests with the same language pair that wait together are decoded as one padded
@@ -29,6 +30,7 @@ import io
 import ipaddress
 import json
 import os
+import reprlib
 import sys
 import threading
 from dataclasses import dataclass
@@ -38,8 +40,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .api import DEFAULT_MODEL, SAMPLE_RATE, Result, generation_kwargs, get_model, model_folder, share_model, translate
-from .audio import load_audio, resample
+from .audio import resample
 from .batch import MAX_BATCH_SIZE, Job, run_jobs
+from .features import check_speech_length
 from .segment import DEFAULT_MAX_CHARS
 
 INSTALL_HINT = 'pip install "seamless-mlx[server]"'
@@ -89,6 +92,12 @@ OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "no
 AUDIO_FORMATS = ("wav", "flac", "pcm")
 PCM_RATE = 24000  # OpenAI's raw `pcm` speech: 24 kHz, 16-bit little-endian, no header
 TEXT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+MAX_UPLOAD_RATE = 192000  # Hz; the duration limit bounds frames, this bounds frames per second of them
+DECODE_BLOCK = 1 << 20  # samples (all channels) decoded at a time from an upload
+MAX_CONNECTIONS = 128  # --max-connections: well under the usual 1024 file descriptors of a process
+IDLE_TIMEOUT_S = 30.0  # --idle-timeout-s
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this many seconds
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers (uvicorn answers 400 above)
 
 
 @dataclass(frozen=True)
@@ -187,17 +196,23 @@ class Engine:
     def submit(self, run: Optional[Callable[[], Any]] = None, batch_key=None, text: str = "") -> concurrent.futures.Future:
         """Queue ``run()``, or a single-line ``text`` to translate in a batch (its future's result is then
         ``(translation, batch size)``); raises a 503 ``ApiError`` when the queue is full."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        return self.submit_all([(run, batch_key, text)])[0]
+
+    def submit_all(self, items: List[Tuple[Optional[Callable[[], Any]], Any, str]]) -> List[concurrent.futures.Future]:
+        """Queue every ``(run, batch_key, text)`` of ``items`` (as :meth:`submit`), or none of them: a 503
+        ``ApiError`` when they do not all fit in the queue, so a refused request leaves nothing behind."""
+        futs = [concurrent.futures.Future() for _ in items]
         with self._cond:
             if self._closed:
                 raise ApiError(503, "the server is shutting down; retry on another instance.", headers={"Retry-After": "5"})
-            if self._pending >= self.limits.max_queue:
-                raise ApiError(503, f"the server is busy ({self.limits.max_queue} requests queued, --max-queue); "
-                                    "retry shortly.", code="queue_full", headers={"Retry-After": "1"})
-            self._pending += 1
-            self._jobs.append(_Job(fut, run, batch_key, text))
+            if self._pending + len(items) > self.limits.max_queue:
+                raise ApiError(503, f"the server is busy ({self._pending} of {self.limits.max_queue} queue places "
+                                    f"taken, --max-queue; this request needs {len(items)}); retry shortly.",
+                               code="queue_full", headers={"Retry-After": "1"})
+            self._pending += len(items)
+            self._jobs.extend(_Job(fut, *item) for fut, item in zip(futs, items))
             self._cond.notify()
-        return fut
+        return futs
 
     def close(self):
         """Finish the queued jobs, then stop the worker."""
@@ -241,18 +256,25 @@ class Engine:
                     _settle(live[0].future, live[0].run)
                 else:
                     _, src, tgt = live[0].batch_key
-                    texts = [j.text for j in live]
-                    try:
-                        outs = self.run_batch(texts, src, tgt)
-                    except BaseException as e:  # noqa: BLE001 - reported to every waiting request
-                        for j in live:
-                            j.future.set_exception(e)
-                    else:
-                        for j, out in zip(live, outs):
-                            j.future.set_result((out, len(live)))
+                    self._translate_jobs(live, src, tgt)
             finally:
                 with self._cond:
                     self._pending -= len(batch)
+
+    def _translate_jobs(self, jobs: List[_Job], src: str, tgt: str):
+        """Settle each text job with ``(translation, batch size)``.  A failing batch is retried one text
+        at a time, so a text the model cannot take fails its own request, never its batch mates'."""
+        try:
+            outs = self.run_batch([j.text for j in jobs], src, tgt)
+        except BaseException as e:  # noqa: BLE001 - reported to the waiting request(s)
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(e)
+            else:
+                for j in jobs:
+                    self._translate_jobs([j], src, tgt)
+            return
+        for j, out in zip(jobs, outs):
+            j.future.set_result((out, len(jobs)))
 
     # ------------------------------------------------------------------ model calls (worker thread)
     def gen_kw(self, src_len: int) -> Dict[str, Any]:
@@ -282,11 +304,11 @@ class Engine:
         folded = {c.lower(): c for c in self.text_out | self.text_in}
         found = folded.get(raw.lower()) or ISO_TO_CODE.get(raw.lower())
         if found is None or found not in (self.text_in if text_in else self.text_out):
-            raise ApiError(400, f"unknown {param} {raw!r}; this model supports {', '.join(sorted(self.text_out))} "
-                                "(or their ISO 639-1 codes, see GET /languages).", param=param,
-                           code="unsupported_language")
+            raise ApiError(400, f"unknown {param} {_brief(raw)}; this model supports "
+                                f"{', '.join(sorted(self.text_out))} (or their ISO 639-1 codes, see GET /languages).",
+                           param=param, code="unsupported_language")
         if speech_out and found not in self.speech_out:
-            raise ApiError(400, f"{param}={raw!r} has text output only, no speech; speech languages: "
+            raise ApiError(400, f"{param}={_brief(raw)} has text output only, no speech; speech languages: "
                                 f"{', '.join(sorted(self.speech_out))}.", param=param, code="unsupported_language")
         return found
 
@@ -296,18 +318,32 @@ class Engine:
         v = str(voice).strip().lower()
         if v in OPENAI_VOICES:
             return OPENAI_VOICES.index(v) % self.num_speakers
-        if v.isdigit() and int(v) < self.num_speakers:
+        # ASCII digits only ("²".isdigit() is true), and few enough that int() is cheap and cannot refuse
+        if v.isascii() and v.isdigit() and len(v) <= 9 and int(v) < self.num_speakers:
             return int(v)
-        raise ApiError(400, f"unknown voice {voice!r}; use one of {', '.join(OPENAI_VOICES)} or a speaker id "
+        raise ApiError(400, f"unknown voice {_brief(voice)}; use one of {', '.join(OPENAI_VOICES)} or a speaker id "
                             f"0..{self.num_speakers - 1}.", param="voice")
 
     def check_text(self, text: Any, param: str) -> str:
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, f"'{param}' must be a non-empty string.", param=param, code="missing_field")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError(400, f"'{param}' holds a lone surrogate (\\u{ord(text[e.start]):x}) at position {e.start}, "
+                                "which is not text; send valid UTF-8.", param=param, code="invalid_text") from None
         if len(text) > self.limits.max_text_chars:
             raise ApiError(400, f"'{param}' has {len(text)} characters; the limit is {self.limits.max_text_chars} "
                                 "(--max-text-chars).", param=param, code="text_too_long")
         return text
+
+
+def _brief(value: Any, limit: int = 40) -> str:
+    """A client's value as an error message shows it: cut to about ``limit`` characters, so a huge
+    input is never echoed back whole."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    return reprlib.repr(value)
 
 
 def _settle(future: concurrent.futures.Future, run: Callable[[], Any]):
@@ -338,14 +374,40 @@ def decode_upload(data: bytes, limits: Limits, param: str = "file") -> np.ndarra
         raise ApiError(400, f"the uploaded '{param}' is not audio this server can decode; send WAV, FLAC, OGG or "
                             "MP3 (e.g. `ffmpeg -i in.m4a -ac 1 -ar 16000 out.wav`).", param=param,
                        code="invalid_audio") from None
+    if info.samplerate > MAX_UPLOAD_RATE:
+        raise ApiError(400, f"the uploaded audio's sample rate is {info.samplerate} Hz; the limit is {MAX_UPLOAD_RATE} "
+                            "Hz: resample it first (e.g. `ffmpeg -i in.wav -ar 16000 out.wav`).", param=param,
+                       code="invalid_audio")
     if seconds > limits.max_audio_s:
         raise ApiError(413, f"the uploaded audio lasts {seconds:.0f} s; the limit is {limits.max_audio_s:g} s "
                             "(--max-audio-s).", param=param, code="audio_too_long")
     try:
-        return load_audio(io.BytesIO(data), SAMPLE_RATE)
-    except ValueError:
+        mono = _decode_mono(io.BytesIO(data), info.frames)
+    except (sf.SoundFileError, RuntimeError, TypeError, EOFError, ValueError):
+        mono = np.zeros(0, np.float32)
+    if not len(mono):
         raise ApiError(400, f"the uploaded '{param}' has no audio samples or cannot be decoded; send WAV, FLAC, "
-                            "OGG or MP3.", param=param, code="invalid_audio") from None
+                            "OGG or MP3.", param=param, code="invalid_audio")
+    return resample(mono, info.samplerate, SAMPLE_RATE)
+
+
+def _decode_mono(file, frames: int) -> np.ndarray:
+    """The first ``frames`` frames of a sound file, mixed to mono as :func:`seamless_mlx.audio.load_audio`
+    does, decoded a block at a time: memory is ``frames`` x 4 bytes whatever the channel count."""
+    import soundfile as sf
+
+    with sf.SoundFile(file) as f:
+        step = max(1, DECODE_BLOCK // f.channels)
+        mono = np.empty(frames, np.float32)  # untouched pages cost nothing if the header over-promises
+        n = 0
+        while n < frames:
+            # SoundFile.read, not .blocks: blocks yields a whole buffer even when a truncated file runs short
+            block = f.read(min(step, frames - n), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            mono[n:n + len(block)] = block[:, 0] if f.channels == 1 else block.mean(axis=1, dtype=np.float32)
+            n += len(block)
+    return mono[:n]
 
 
 def encode_audio(wave: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE) -> Tuple[bytes, str]:
@@ -430,11 +492,74 @@ class BodyLimit:
             await _send_json(send, 413, ApiError(413, message, code="upload_too_large").openai_body())
 
 
-async def _send_json(send, status: int, body: Dict[str, Any]):
+async def _send_json(send, status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None):
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *extra]})
     await send({"type": "http.response.body", "body": data})
+
+
+LIBRE_PATHS = ("/translate", "/languages", "/detect")
+
+
+def error_body(path: str, err: ApiError) -> Dict[str, Any]:
+    """``err`` in the error shape of the endpoint at ``path``: LibreTranslate's or OpenAI's."""
+    return {"error": err.message} if path in LIBRE_PATHS else err.openai_body()
+
+
+async def _overloaded(scope, receive, send):
+    """The ASGI app for a connection over ``--max-connections``: 503, then the connection is closed."""
+    if scope["type"] != "http":
+        return
+    err = ApiError(503, "the server has too many open connections (--max-connections); retry shortly.",
+                   code="too_many_connections")
+    await _send_json(send, 503, error_body(scope["path"], err), {"Retry-After": "1", "Connection": "close"})
+
+
+def _protocol(max_connections: int, idle_timeout_s: float):
+    """uvicorn's HTTP/1.1 protocol with two bounds it lacks, so idle or slow sockets cannot pile up
+    until the process runs out of file descriptors:
+
+    * a connection opened while ``max_connections`` are open is answered 503 and closed, and gets
+      only a second to send its request;
+    * a connection that sends nothing for ``idle_timeout_s`` while its request is incomplete (or
+      before it sends one) is closed.  A request the app is working on is not idle: ``--timeout-s``
+      bounds that."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11Protocol(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._idle_timer = None
+            self._idle_s = idle_timeout_s
+            if len(self.connections) > max_connections:
+                self.app, self._idle_s = _overloaded, min(1.0, idle_timeout_s)
+            self._arm()
+
+        def data_received(self, data: bytes):
+            self._arm()
+            super().data_received(data)
+
+        def connection_lost(self, exc):
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self):
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            self._idle_timer = self.loop.call_later(self._idle_s, self._on_idle)
+
+        def _on_idle(self):
+            working = self.cycle is not None and not self.cycle.response_complete and self.conn.their_state is h11.DONE
+            if working:
+                self._arm()
+            elif not self.transport.is_closing():
+                self.transport.close()
+
+    return BoundedH11Protocol
 
 
 def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Optional[str] = None):
@@ -448,17 +573,25 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
 
     limits = engine.limits
 
-    def authorize(request: Request, body_key: Optional[str] = None):
+    def content_type(request: Request) -> str:
+        return request.headers.get("content-type", "").lower()  # media types are case-insensitive
+
+    def authorize(request: Request, body_key: Any = None):
         if api_key is None:
             return
         header = request.headers.get("authorization", "")
-        given = header[7:].strip() if header.lower().startswith("bearer ") else (body_key or "")
+        if header.lower().startswith("bearer "):
+            given = header[7:].strip()
+        else:
+            given = body_key if isinstance(body_key, str) else ""  # a JSON 'api_key' of 5 or [...] is no key
         if not hmac.compare_digest(given.encode(), api_key.encode()):
             raise ApiError(401, "missing or wrong API key; send the header 'Authorization: Bearer <key>'.",
                            code="invalid_api_key")
 
     async def run(fn: Callable[[], Any] = None, batch_key=None, text: str = ""):
-        fut = engine.submit(fn, batch_key, text)
+        return await wait(engine.submit(fn, batch_key, text))
+
+    async def wait(fut: concurrent.futures.Future):
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), limits.timeout_s)
         except asyncio.TimeoutError:
@@ -470,7 +603,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
     async def form_of(request: Request) -> Tuple[Dict[str, str], Optional[bytes]]:
         """(text fields, bytes of the 'file' field or None) of a multipart body; the parsed form's
         spooled files are closed here, whatever the handler does next."""
-        if "multipart/form-data" not in request.headers.get("content-type", ""):
+        if "multipart/form-data" not in content_type(request):
             raise ApiError(400, "send the request as multipart/form-data with the audio in a 'file' field.",
                            param="file")
         try:
@@ -488,12 +621,19 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         if data is None:
             raise ApiError(400, "'file' is required: the audio file, sent as a multipart file field.",
                            param="file", code="missing_field")
-        return await asyncio.to_thread(decode_upload, data, limits, "file")
+        audio = await asyncio.to_thread(decode_upload, data, limits, "file")
+        try:  # here, so a streamed answer never starts (200) for audio the model cannot take
+            return check_speech_length(audio, "the uploaded 'file'")
+        except ValueError as e:
+            raise ApiError(400, str(e), param="file", code="invalid_audio") from None
 
-    def choice(value: Optional[str], allowed, default: str, param: str) -> str:
+    def choice(value: Any, allowed, default: str, param: str) -> str:
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"{param} must be a string, one of {', '.join(allowed)}.", param=param)
         v = (value or default).strip().lower()
         if v not in allowed:
-            raise ApiError(400, f"{param}={value!r} is not supported; use one of {', '.join(allowed)}.", param=param)
+            raise ApiError(400, f"{param}={_brief(value)} is not supported; use one of {', '.join(allowed)}.",
+                           param=param)
         return v
 
     def flag(value: Optional[str]) -> bool:
@@ -521,9 +661,19 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         fut = engine.submit(lambda: engine.translate(audio, tgt, on_text=on_text))
         fut.add_done_callback(lambda f: loop.call_soon_threadsafe(pieces.put_nowait, done))
 
+        deadline = loop.time() + limits.timeout_s
+
         async def events():
             while True:
-                piece = await pieces.get()
+                try:
+                    piece = await asyncio.wait_for(pieces.get(), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    # the 200 is already sent, so the time limit ends the stream with an error event
+                    fut.cancel()
+                    err = ApiError(504, f"the request took longer than {limits.timeout_s:g} s (--timeout-s).",
+                                   code="timeout")
+                    yield f"data: {json.dumps({'type': 'error', **err.openai_body()})}\n\n"
+                    return
                 if piece is done:
                     break
                 yield f"data: {json.dumps({'type': 'transcript.text.delta', 'delta': piece})}\n\n"
@@ -594,21 +744,47 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             body = json.loads(await request.body() or b"null")
         except ValueError:
             raise ApiError(400, "the request body is not valid JSON.", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "the request body's JSON is nested too deeply; send a flat JSON object.",
+                           code="invalid_json") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object.", code="invalid_json")
         return body
 
     # ---------------------------------------------------------------- LibreTranslate
+    async def libre_body(request: Request) -> Dict[str, Any]:
+        """A LibreTranslate request's fields (JSON or form), its API key checked before any feedback on
+        the body: a Bearer header before the body is read, and a 401 for an unreadable body without one."""
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        if bearer:
+            authorize(request)  # a key in the header is checked before the body is read
+        try:
+            if "application/json" in content_type(request):
+                body = await json_body(request)
+            else:
+                try:
+                    form = await request.form(max_files=0)
+                except HTTPException as e:
+                    raise ApiError(400, f"malformed form body: {e.detail}; send JSON or a urlencoded form.") from None
+                body = {k: form.getlist(k) if k == "q" and len(form.getlist(k)) > 1 else form.get(k) for k in form}
+        except ApiError:
+            authorize(request)  # no readable key anywhere: 401 when one is required, not feedback on the body
+            raise
+        if not bearer:
+            authorize(request, body.get("api_key"))
+        return body
+
+    async def detect(request: Request):
+        await libre_body(request)
+        raise ApiError(400, "language detection is not supported: this model cannot tell the language of a text; "
+                            "send 'source' to /translate (GET /languages lists the codes).", code="unsupported")
+
     async def libre_translate(request: Request):
-        if "application/json" in request.headers.get("content-type", ""):
-            body = await json_body(request)
-        else:
-            form = await request.form(max_files=0)
-            body = {k: form.getlist(k) if k == "q" and len(form.getlist(k)) > 1 else form.get(k) for k in form}
-        authorize(request, body.get("api_key"))
+        body = await libre_body(request)
         q = body.get("q")
         if body.get("format", "text") not in ("text", None):
-            raise ApiError(400, f"format={body.get('format')!r} is not supported; use format=text.", param="format")
+            raise ApiError(400, f"format={_brief(body.get('format'))} is not supported; use format=text.",
+                           param="format")
         src = engine.language(body.get("source"), "source", text_in=True)
         tgt = engine.language(body.get("target"), "target")
         items = q if isinstance(q, list) else [q]
@@ -620,20 +796,35 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
             raise ApiError(400, f"'q' has more than {limits.max_text_chars} characters in all (--max-text-chars).",
                            param="q", code="text_too_long")
 
-        async def one(t: str) -> Tuple[str, int]:
+        if len(items) > limits.max_queue:
+            raise ApiError(400, f"'q' has {len(items)} texts; send at most {limits.max_queue} per request "
+                                "(--max-queue), or split them over several requests.", param="q", code="too_many_texts")
+
+        def job(t: str):
             if "\n" in t.strip() or len(t.strip()) > DEFAULT_MAX_CHARS:
                 # several lines keep their layout, and a long line is cut at sentence ends: the
                 # library's own text path (api.translate) does both, as for the command line
-                return (await run(lambda: engine.translate(t, tgt, src))).text, 1
-            return await run(batch_key=("t2tt", src, tgt), text=t.strip())
+                return lambda: engine.translate(t, tgt, src), None, ""
+            return None, ("t2tt", src, tgt), t.strip()
 
-        outs = await asyncio.gather(*(one(t) for t in items))
+        async def one(fut: concurrent.futures.Future) -> Tuple[str, int]:
+            out = await wait(fut)
+            return (out.text, 1) if isinstance(out, Result) else out
+
+        outs = await asyncio.gather(*(one(f) for f in engine.submit_all([job(t) for t in items])))
         texts = [t for t, _ in outs]
         # X-Batch-Size: how many texts shared the generate call (benchmarks and tests read it)
         return JSONResponse({"translatedText": texts if isinstance(q, list) else texts[0]},
                             headers={"X-Batch-Size": str(max(n for _, n in outs))})
 
     async def languages(request: Request):
+        key = request.query_params.get("api_key")
+        if key is None and api_key is not None and "form-urlencoded" in content_type(request):
+            try:
+                key = (await request.form(max_files=0)).get("api_key")  # libretranslatepy sends it as a GET body
+            except HTTPException:
+                pass  # an unreadable body holds no key: the 401 below says what to send
+        authorize(request, key)
         codes = sorted(engine.text_out)
         targets = [LANGUAGES.get(c, (None, c))[0] or c for c in codes]
         return JSONResponse([{"code": LANGUAGES.get(c, (None, c))[0] or c, "model_code": c,
@@ -643,12 +834,8 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
     async def index(request: Request):
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
-    libre_paths = ("/translate", "/languages")
-
     def error_response(request: Request, err: ApiError):
-        if request.url.path in libre_paths:
-            return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
-        return JSONResponse(err.openai_body(), status_code=err.status, headers=err.headers)
+        return JSONResponse(error_body(request.url.path, err), status_code=err.status, headers=err.headers)
 
     async def on_api_error(request: Request, exc: ApiError):
         return error_response(request, exc)
@@ -656,7 +843,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
     async def on_http_error(request: Request, exc: HTTPException):
         msg = {404: f"no route {request.url.path}; see GET /v1/models, POST /v1/audio/*, POST /translate.",
                405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
-        return error_response(request, ApiError(exc.status_code, msg))
+        return error_response(request, ApiError(exc.status_code, msg, headers=exc.headers))  # 405 keeps its Allow
 
     async def on_disconnect(request: Request, exc: ClientDisconnect):
         return Response(status_code=499)  # nobody is listening; the connection is gone
@@ -675,6 +862,7 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         Route("/v1/audio/speech-translations", speech_translations, methods=["POST"]),
         Route("/translate", libre_translate, methods=["POST"]),
         Route("/languages", languages, methods=["GET"]),
+        Route("/detect", detect, methods=["POST"]),
     ]
     middleware = []
     if cors_origin:
@@ -709,6 +897,10 @@ def add_arguments(p):
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="text requests decoded together")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request time limit (504 after)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="limit on generated text tokens per piece")
+    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                   help="open connections; one more is answered 503 and closed (default: %(default)s)")
+    p.add_argument("--idle-timeout-s", type=float, default=IDLE_TIMEOUT_S,
+                   help="close a connection that sends nothing this long mid-request (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no startup messages")
 
 
@@ -725,7 +917,8 @@ def serve(args) -> int:
     if not _is_loopback(args.host) and not args.api_key and not args.insecure_no_auth:
         raise ValueError(f"--host {args.host} is reachable from other machines: add --api-key KEY "
                          "(or --insecure-no-auth to serve without one).")
-    for name in ("max_upload_mb", "max_audio_s", "max_text_chars", "max_queue", "max_batch", "timeout_s"):
+    for name in ("max_upload_mb", "max_audio_s", "max_text_chars", "max_queue", "max_batch", "timeout_s",
+                 "max_connections", "idle_timeout_s"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}.")
     limits = Limits(args.max_upload_mb, args.max_audio_s, args.max_text_chars, args.max_queue, args.max_batch,
@@ -733,7 +926,8 @@ def serve(args) -> int:
     engine = Engine(args.model, args.quantize, limits, quiet=args.quiet)
     app = build_app(engine, api_key=args.api_key, cors_origin=args.cors_origin)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                            lifespan="off")
+                            lifespan="off", http=_protocol(args.max_connections, args.idle_timeout_s),
+                            timeout_keep_alive=KEEP_ALIVE_S, h11_max_incomplete_event_size=MAX_HEADER_BYTES)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it shut down on; with these no-op handlers in place that ends in
     # a normal return (exit 0) once in-flight requests are answered.

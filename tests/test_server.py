@@ -66,7 +66,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
             try:
-                urllib.request.urlopen(self.url + "/languages", timeout=2).read()
+                urllib.request.urlopen(self.url + "/", timeout=2).read()  # the one path open without a key
                 return
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.2)
@@ -295,6 +295,44 @@ def test_concurrent_text_requests_are_batched_and_answered_correctly(server, api
     assert max(n for _, n in out) > 1, "no two concurrent requests shared a generate call"
 
 
+def test_a_bad_text_fails_alone_and_its_batch_mates_get_their_answers(server, api):
+    texts = ["Hello world", "Good morning, my friend.", "a\ud800b", "How are you?", "Thank you very much."]
+
+    def ask(t):
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            body = json.dumps({"q": t, "source": "en", "target": "fr", "api_key": KEY})  # ASCII: \ud800 escaped
+            return c.post("/translate", content=body, headers={"content-type": "application/json"})
+
+    with ThreadPoolExecutor(len(texts)) as ex:
+        rs = list(ex.map(ask, texts))
+    bad = rs.pop(2)
+    assert bad.status_code == 400 and "surrogate" in bad.json()["error"], bad.text
+    good = [t for t in texts if "\ud800" not in t]
+    assert [r.json()["translatedText"] for r in rs] == [api(t, "fra", "eng").text for t in good]
+
+
+def test_a_failing_batch_is_retried_one_text_at_a_time(mlx_model, api, monkeypatch):
+    """The worker's own defence, below the request checks: a text the model raises on fails alone."""
+    from seamless_mlx import api as api_module
+    from seamless_mlx.server import Engine, Limits
+
+    texts = ["Hello world", "a\ud800b", "Good morning, my friend."]  # the surrogate skips check_text here
+    want = [api(texts[i], "fra", "eng").text for i in (0, 2)]
+    # the worker thread's model (and its MLX streams) must not outlive this test in the shared cache
+    monkeypatch.setattr(api_module, "_SHARED", {})
+    engine = Engine(mlx_model, limits=Limits(max_new_tokens=MAX_NEW), quiet=True)
+    try:
+        gate = threading.Event()
+        engine.submit(gate.wait)  # holds the worker so the texts below queue up and batch together
+        futs = [engine.submit(batch_key=("t2tt", "eng", "fra"), text=t) for t in texts]
+        gate.set()
+        with pytest.raises(Exception):
+            futs[1].result(120)
+        assert [futs[i].result(120) for i in (0, 2)] == [(w, 1) for w in want]  # each retried alone
+    finally:
+        engine.close()
+
+
 # ------------------------------------------------------------------------------- LibreTranslate client
 
 
@@ -352,6 +390,38 @@ def test_too_long_audio_is_413_naming_the_limit(http):
     assert "10 s" in openai_error(r, 413, "file")
 
 
+def test_a_sample_rate_above_192_khz_is_400_naming_the_limit(http):
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros((3000, 8), np.float32), 655350, format="WAV", subtype="PCM_16")  # 48 KB
+    r = http.post("/v1/audio/transcriptions", files={"file": buf.getvalue()}, data={"language": "en"})
+    assert "192000 Hz" in openai_error(r, 400, "file")
+
+
+def test_many_channels_decode_a_block_at_a_time_to_what_the_library_reads(tmp_path):
+    """Memory for an upload is its mono samples, not frames x channels (an 8-channel 'bomb')."""
+    import tracemalloc
+
+    from seamless_mlx.audio import load_audio
+    from seamless_mlx.server import DECODE_BLOCK, Limits, decode_upload
+
+    sr, frames = 192000, 192000 * 8
+    t = np.arange(frames) / sr
+    wave = np.stack([0.1 * np.sin(2 * np.pi * (200 + 50 * c) * t) for c in range(8)], axis=1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="FLAC", subtype="PCM_16")
+    data = buf.getvalue()
+    del wave, t
+    tracemalloc.start()
+    try:
+        got = decode_upload(data, Limits(max_audio_s=10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the mono result plus a few blocks in flight; all 8 channels at once would be 49 MB
+    assert peak < frames * 4 + 4 * DECODE_BLOCK * 4, f"decoding took {peak / 1e6:.0f} MB"
+    assert np.array_equal(got, load_audio(io.BytesIO(data)))
+
+
 def test_too_long_text_is_400_naming_the_limit(http):
     r = http.post("/v1/audio/speech", json={"input": "a" * 5001})
     assert "5000" in openai_error(r, 400, "input")
@@ -386,12 +456,88 @@ def test_invalid_json_is_400(http):
     assert "not valid JSON" in openai_error(r, 400)
 
 
+DEEP = b"[" * 2000 + b"]" * 2000
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/audio/speech", DEEP, None),
+    ("/translate", DEEP, None),
+    ("/v1/audio/speech", {"input": "Hello", "response_format": 5}, "response_format"),
+    ("/v1/audio/speech", {"input": "Hello", "response_format": True}, "response_format"),
+    ("/v1/audio/speech", {"input": "Hello", "voice": "\u00b2"}, "voice"),
+    ("/v1/audio/speech", {"input": "Hello", "voice": "1" * 5000}, "voice"),
+])
+def test_odd_json_values_are_400_not_500(http, path, body, param):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = http.post(path, content=content, headers={"content-type": "application/json"})
+    if path == "/translate":
+        assert r.status_code == 400 and r.json()["error"], r.text
+    else:
+        openai_error(r, 400, param)
+
+
+@pytest.mark.parametrize("path,field", [("/translate", "source"), ("/translate", "target"),
+                                        ("/translate", "format"), ("/v1/audio/speech", "voice"),
+                                        ("/v1/audio/speech", "response_format"), ("/v1/audio/speech", "language")])
+def test_errors_never_echo_a_huge_value_whole(http, path, field):
+    body = {"q": "Hello", "input": "Hello", "source": "en", "target": "fr"}
+    body[field] = "x" * 900_000  # under the test server's --max-upload-mb 1
+    r = http.post(path, json=body)
+    assert r.status_code == 400 and len(r.content) < 2000, (r.status_code, len(r.content))
+    assert "x" * 40 + "'..." in r.text and "x" * 41 not in r.text
+
+
+@pytest.mark.parametrize("key", [5, ["test-key-123"], {"k": 1}, None, True])
+def test_a_non_string_api_key_in_the_body_is_401(server, key):
+    r = httpx.post(server.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr", "api_key": key})
+    assert r.status_code == 401 and "API key" in r.json()["error"], r.text
+
+
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}])
 def test_wrong_or_missing_api_key_is_401(server, headers):
     r = httpx.get(server.url + "/v1/models", headers=headers)
     assert "API key" in openai_error(r, 401)
+    r = httpx.get(server.url + "/languages", headers=headers)
+    assert r.status_code == 401 and "API key" in r.json()["error"]
+    assert httpx.get(server.url + "/languages", params={"api_key": KEY}).status_code == 200
     r = httpx.post(server.url + "/translate", data={"q": "Hello", "source": "en", "target": "fr", "api_key": "nope"})
     assert r.status_code == 401
+
+
+@pytest.mark.parametrize("headers,status", [
+    ({}, 401), ({"Authorization": "Bearer wrong"}, 401), ({"Authorization": f"Bearer {KEY}"}, 400)])
+def test_translate_checks_the_key_before_judging_the_body(server, headers, status):
+    r = httpx.post(server.url + "/translate", content=b"{not json",
+                   headers={"content-type": "application/json", **headers})
+    assert r.status_code == status, r.text
+    assert ("API key" if status == 401 else "not valid JSON") in r.json()["error"]
+
+
+def test_a_wrong_header_key_is_401_before_the_body_arrives(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"q\": ")
+        assert s.recv(100).startswith(b"HTTP/1.1 401")  # the body was never sent: it was not waited for
+
+
+@pytest.mark.parametrize("method,path,allow", [("GET", "/translate", "POST"), ("POST", "/languages", "GET"),
+                                              ("PUT", "/v1/audio/speech", "POST")])
+def test_a_wrong_method_is_405_with_an_allow_header(http, method, path, allow):
+    r = http.request(method, path)
+    assert r.status_code == 405 and allow in r.headers["allow"], (r.status_code, r.headers)
+    assert r.json()["error"]
+
+
+def test_detect_says_detection_is_unsupported_in_libretranslate_shape(server):
+    r = httpx.post(server.url + "/detect", data={"q": "Hello", "api_key": KEY})
+    assert r.status_code == 400 and "not supported" in r.json()["error"] and "source" in r.json()["error"]
+    assert httpx.post(server.url + "/detect", data={"q": "Hello"}).status_code == 401
+
+
+def test_media_types_are_matched_case_insensitively(http, api):
+    r = http.post("/translate", content=json.dumps({"q": "Hello world", "source": "en", "target": "de"}),
+                  headers={"content-type": "Application/JSON; charset=UTF-8"})
+    assert r.status_code == 200 and r.json()["translatedText"] == api("Hello world", "deu", "eng").text
 
 
 def test_client_disconnect_mid_upload_leaves_server_healthy(server, http):
@@ -504,6 +650,46 @@ def test_full_queue_is_503_with_retry_after(small, long_wav):
     assert refused.headers["retry-after"] == "1" and "--max-queue" in refused.json()["error"]
 
 
+def test_more_texts_than_the_queue_holds_is_400_naming_the_limit(http):
+    r = http.post("/translate", json={"q": ["Hello"] * 17, "source": "en", "target": "fr"})
+    assert r.status_code == 400 and "at most 16" in r.json()["error"] and "--max-queue" in r.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def servers(mlx_model, env, tmp_path_factory):
+    """More servers, each started once by name with its own options: ``servers("q4", "--max-queue", "4")``."""
+    started = {}
+
+    def get(name, *options):
+        if name not in started:
+            started[name] = Server(mlx_model, env, tmp_path_factory.mktemp(name), *options)
+        return started[name]
+
+    yield get
+    for s in started.values():
+        s.stop()
+
+
+def test_a_request_that_does_not_fit_in_the_queue_queues_none_of_its_texts(servers, long_wav):
+    queue4 = servers("queue4", "--max-queue", "4")
+    t, out = slow_request(queue4, long_wav)  # holds one of the four places
+    r = httpx.post(queue4.url + "/translate", json={"q": ["Hello", "Good morning", "Thanks", "Bye"],
+                                                    "source": "en", "target": "fr"}, timeout=120)
+    assert t.is_alive(), "the slow request ended too soon for this test"
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    fits = {}
+    follow = threading.Thread(target=lambda: fits.update(r=httpx.post(
+        queue4.url + "/translate", json={"q": ["Hello", "Good morning", "Thanks"], "source": "en", "target": "fr"},
+        timeout=120)))
+    follow.start()
+    time.sleep(0.5)
+    assert t.is_alive(), "the slow request ended too soon for this test"
+    follow.join()
+    t.join()
+    assert out["response"].status_code == 200
+    assert fits["r"].status_code == 200, "the refused request left texts in the queue: " + fits["r"].text
+
+
 def test_sigterm_finishes_in_flight_requests_and_exits_0(small, long_wav, api):
     t, out = slow_request(small, long_wav)
     small.proc.send_signal(signal.SIGTERM)
@@ -513,14 +699,53 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(small, long_wav, api):
     assert out["response"].json()["text"] == api(str(long_wav), "eng").text
 
 
-def test_request_over_the_time_limit_is_504_naming_it(mlx_model, env, tmp_path_factory, long_wav):
-    s = Server(mlx_model, env, tmp_path_factory.mktemp("impatient"), "--timeout-s", "0.3")
-    try:
-        r = httpx.post(s.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
-                       data={"language": "en"}, timeout=120)
-    finally:
-        s.stop()
+def test_request_over_the_time_limit_is_504_naming_it(servers, long_wav):
+    impatient = servers("impatient", "--timeout-s", "0.3")
+    r = httpx.post(impatient.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
+                   data={"language": "en"}, timeout=120)
     assert "--timeout-s" in openai_error(r, 504)
+
+
+def test_a_stream_over_the_time_limit_ends_with_a_timeout_event(servers, long_wav):
+    impatient = servers("impatient", "--timeout-s", "0.3")
+    start = time.time()
+    r = httpx.post(impatient.url + "/v1/audio/transcriptions", files={"file": long_wav.read_bytes()},
+                   data={"language": "en", "stream": "true"}, timeout=120)
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert r.status_code == 200 and events[-1]["type"] == "error", events[-1:]
+    assert events[-1]["error"]["code"] == "timeout" and "--timeout-s" in events[-1]["error"]["message"]
+    assert time.time() - start < 10
+
+
+def test_streamed_bad_audio_is_the_same_400_as_unstreamed(http):
+    short = wav_bytes(tone(0.005))  # 80 samples: fewer than the speech encoder takes
+    for stream in ("false", "true"):
+        r = http.post("/v1/audio/transcriptions", files={"file": short}, data={"language": "en", "stream": stream})
+        assert "too short" in openai_error(r, 400, "file")
+
+
+def test_idle_sockets_are_closed_and_connections_over_the_limit_get_503(mlx_model, env, tmp_path_factory):
+    s = Server(mlx_model, env, tmp_path_factory.mktemp("conns"), "--max-connections", "4", "--idle-timeout-s", "1.5")
+    socks = []
+    try:
+        for i in range(6):
+            socks.append(socket.create_connection(("127.0.0.1", s.port), timeout=6))
+            if i == 0:  # a request head that never ends
+                socks[0].sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.2)
+        r = httpx.post(s.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr"}, timeout=5)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert "--max-connections" in r.json()["error"]
+        start = time.time()
+        for sock in socks:
+            assert sock.recv(100) == b"", "the server should close a connection that sends nothing"
+        assert time.time() - start < 4
+        r = httpx.post(s.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr"}, timeout=30)
+        assert r.status_code == 200 and s.proc.poll() is None
+    finally:
+        for sock in socks:
+            sock.close()
+        s.stop()
 
 
 # ------------------------------------------------------------------------------- load
@@ -598,13 +823,18 @@ def browser():
     d.quit()
 
 
-def open_page(browser, server):
+def open_page(browser, server, key_in_url=False):
+    """The page with its language lists filled: the server wants the key for /languages too, so the
+    key is typed into the page's field, or given in the URL fragment (/#key=KEY)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    browser.get(server.url + "/")
+    browser.get("about:blank")  # a fresh page: going from / to /#key=... alone would not reload it
+    browser.get(server.url + "/" + (f"#key={KEY}" if key_in_url else ""))
+    if not key_in_url:
+        WebDriverWait(browser, 30).until(lambda d: "API key" in d.find_element(By.ID, "status").text)
+        browser.find_element(By.ID, "apikey").send_keys(KEY)
     WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#target option")) >= 8)
-    browser.find_element(By.ID, "apikey").send_keys(KEY)
     return By, Select, WebDriverWait
 
 
@@ -619,7 +849,7 @@ def test_web_page_translates_typed_text(browser, server, api):
 
 
 def test_web_page_turns_an_uploaded_wav_into_playable_speech(browser, server, clip, api):
-    By, Select, Wait = open_page(browser, server)
+    By, Select, Wait = open_page(browser, server, key_in_url=True)
     Select(browser.find_element(By.ID, "target")).select_by_value("fra")
     browser.find_element(By.ID, "speak").click()
     browser.find_element(By.ID, "file").send_keys(str(clip[0]))
