@@ -43,6 +43,7 @@ PAUSE_DB = 20.0  # a pause is at least this many dB below the recording's loud l
 LOUD_PERCENTILE = 99.0
 FLOOR_DB = -100.0
 LATE_BONUS_DB = 6.0
+MIN_TAIL_S = 0.25  # a last piece shorter than this joins the one before (never a 10 ms piece to translate)
 
 
 def frame_db(audio: np.ndarray, sr: int = 16000) -> Tuple[np.ndarray, int]:
@@ -74,7 +75,7 @@ def split_on_pauses(
 
     Audio of at most ``long_s`` seconds is one segment.  Longer audio is cut at pauses so that
     every segment is at most ``max_segment_s`` long (and, except possibly the last, at least
-    ``min_segment_s``).
+    ``min_segment_s``); a tail shorter than :data:`MIN_TAIL_S` joins the segment before it.
     """
     x = np.asarray(audio).reshape(-1)
     n = len(x)
@@ -121,7 +122,10 @@ def split_on_pauses(
         cut = max(cut, start + 1)
         segments.append((start, cut))
         start = cut
-    segments.append((start, n))
+    if segments and n - start < MIN_TAIL_S * sr:  # a sliver the speech encoder may not even take
+        segments[-1] = (segments[-1][0], n)
+    else:
+        segments.append((start, n))
     return segments
 
 

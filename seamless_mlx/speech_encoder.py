@@ -18,6 +18,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .config import ModelConfig
+from .features import FRAME_LENGTH, HOP_LENGTH, SAMPLE_RATE
 from .layers import get_activation, lengths_to_mask
 
 # transformers builds these LayerNorms without passing config.layer_norm_eps
@@ -49,6 +50,23 @@ def sub_sampled_lengths(lengths: mx.array, config: ModelConfig) -> mx.array:
     lengths = lengths.astype(mx.int32)
     # integer floor division == floor of the true division transformers does
     return (lengths + 2 * pad - k) // s + 1
+
+
+def min_input_frames(config: ModelConfig) -> int:
+    """Fewest (stacked) feature frames the adaptor's strided convolutions still turn into a frame:
+    each of its layers takes ``T`` to ``(T + 2 * (stride // 2) - kernel) // stride + 1``.  1 for
+    v2-large (kernel 8, stride 8); more where the padding does not cover the kernel."""
+    if not config.add_adapter:
+        return 1
+    k, s = config.adaptor_kernel_size, config.adaptor_stride
+    frames = 1
+    while True:
+        t = frames
+        for _ in range(config.num_adapter_layers):
+            t = (t + 2 * (s // 2) - k) // s + 1
+        if t >= 1:
+            return frames
+        frames += 1
 
 
 def chunk_keep(length: int, chunk_size: Optional[int], left_chunk_num: int) -> Optional[mx.array]:
@@ -295,6 +313,14 @@ class SpeechEncoder(nn.Module):
             ``mask`` is the encoder-attention mask transformers hands the text
             decoder for speech input.
         """
+        shortest = min_input_frames(self.config)
+        if input_features.shape[1] < shortest:  # torch's convolution refuses it; MLX's gives 0 frames
+            samples = FRAME_LENGTH + (2 * shortest - 2) * HOP_LENGTH  # the last pair of fbank frames may be half padding
+            raise ValueError(
+                f"the recording is too short for this model: {input_features.shape[1]} feature frame(s); its speech "
+                f"encoder needs at least {shortest} ({samples} samples, {1000 * samples / SAMPLE_RATE:.0f} ms at "
+                "16 kHz)."
+            )
         x = self.feature_projection(input_features)
         x = self.encoder(x, attention_mask)
         x = x + 0.5 * self.intermediate_ffn(x)

@@ -154,3 +154,12 @@ def test_split_sentences_bounds_every_piece_and_keeps_every_character():
     pieces = split_sentences(text, max_chars=100)
     assert max(map(len, pieces)) <= 100
     assert "".join(pieces).replace(" ", "") == text.replace(" ", "")
+
+
+def test_a_sliver_at_the_end_joins_the_piece_before_it():
+    n = int(21.04 * SR)  # cut every second, 40 ms would be left on its own
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1
+    segments = split_on_pauses(x, SR, max_segment_s=1.0)
+    assert segments[0][0] == 0 and segments[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))
+    assert min(b - a for a, b in segments) >= 0.25 * SR

@@ -260,3 +260,24 @@ def test_unknown_activation_is_refused_with_the_supported_names():
     cfg = ModelConfig.from_dict({**TINY, "vocab_size": 64, "speech_encoder_hidden_act": "prelu"})
     with pytest.raises(ValueError, match="unsupported activation 'prelu'.*quick_gelu"):
         SpeechEncoder(cfg)
+
+
+@pytest.mark.parametrize("variant", ["tiny", "two_adapter_layers", "kernel8_stride8"])
+def test_the_shortest_input_transformers_takes_is_the_shortest_we_take(variant, route):
+    """Below its shortest input the adaptor's convolution is refused by torch; we refuse it with a
+    message (MLX's convolution would return 0 frames, and the CPU twin's stacked taps failed)."""
+    from seamless_mlx.speech_encoder import min_input_frames
+
+    hf, model, cfg = make_pair(VARIANTS[variant])
+    use_route(model, route)
+    shortest = min_input_frames(model.config)
+    with torch.no_grad():
+        ref = hf(input_features=features(1, shortest, seed=2)).last_hidden_state.numpy()
+        if shortest > 1:
+            with pytest.raises(RuntimeError):
+                hf(input_features=features(1, shortest - 1, seed=2))
+    out, _ = model(mx.array(features(1, shortest, seed=2).numpy()))
+    np.testing.assert_allclose(np.array(out), ref, atol=ATOL, rtol=0)
+    if shortest > 1:
+        with pytest.raises(ValueError, match=r"too short for this model.*needs at least"):
+            model(mx.array(features(1, shortest - 1, seed=2).numpy()))
