@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from .config import GenerationConfig, ModelConfig
-from .fileio import aside_name, clean_stale_temp_folders, exit_on_sigterm, make_temp_dir, target_lock
+from .fileio import aside_name, clean_stale_temp_folders, exit_on_sigterm, make_temp_dir, owner_tag, target_lock
 from .loading import (
     DTYPES,
     FORMAT_KEY,
@@ -129,7 +130,7 @@ def convert(
 def _convert_locked(out, src, hf_path, config, config_dict, dtype, quantize, q_bits, q_group_size, force,
                     shard_bytes, wait):
     with target_lock(out, wait=wait):
-        clean_stale_temp_folders(out)
+        clean_stale_temp_folders(out, ours=holds_conversion_files_only)
         check_target(out, src, force)  # made by another process while this one waited
         weights = read_weights(src)
         if not is_converted(src):
@@ -147,8 +148,9 @@ def _convert_locked(out, src, hf_path, config, config_dict, dtype, quantize, q_b
 
 
 def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype, quantize, shard_bytes):
-    tmp = make_temp_dir(out)
+    tmp = None
     try:
+        tmp = make_temp_dir(out)
         save_sharded(weights, tmp, shard_bytes)
         with open(tmp / "config.json", "w", encoding="utf-8") as f:
             json.dump(config_dict, f, indent=2, ensure_ascii=False)
@@ -171,7 +173,9 @@ def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype
         else:
             tmp.rename(out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # ours, even when the interrupt came between making it and knowing its name
+        for path in [tmp] if tmp is not None else out.parent.glob(f".{glob.escape(out.name)}.tmp-{owner_tag()}-*"):
+            shutil.rmtree(path, ignore_errors=True)
         raise
 
 
@@ -179,6 +183,15 @@ def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype
 _CONVERTED_FILE = re.compile(
     r"^(model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|[^.][^/]*\.model|\.DS_Store)$"
 )
+
+
+def holds_conversion_files_only(folder: Path) -> bool:
+    """True for a folder holding nothing but files a conversion writes (a partial one too): a
+    temporary or set-aside folder of ours, not a user's folder that happens to share its name."""
+    try:
+        return all(n in SIDE_FILES or _CONVERTED_FILE.match(n) for n in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def is_conversion(folder: Path) -> bool:

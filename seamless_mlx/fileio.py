@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -92,27 +92,33 @@ def process_gone(pid: int, start: int) -> bool:
 
 
 def _temp_re(name: str):
-    return re.compile(rf"^\.{re.escape(name)}\.(tmp|old)-(?:(\d+)-(\d+)-[A-Za-z0-9_]+|([A-Za-z0-9_]{{8}})|(\d+))$")
+    """Temporary and set-aside folders of target ``name`` as this module names them:
+    ``.NAME.tmp-<pid>-<start>-<random>`` and ``.NAME.old-<pid>-<start>-<random>``, or the
+    ``.NAME.tmp-XXXXXXXX`` of converters that did not name their process."""
+    return re.compile(rf"^\.{re.escape(name)}\.(tmp|old)-(?:(\d+)-(\d+)-[A-Za-z0-9_]+|([A-Za-z0-9_]{{8}}))$")
 
 
-# A temporary file of atomic_write: ``.NAME.tmp-<pid>-<start>-<random>``.
-_TEMP_FILE = re.compile(r"^\..+\.tmp-(\d+)-(\d+)-[A-Za-z0-9_]+$")
+# A temporary file of atomic_write: ``.NAME.tmp-<pid>-<start>-<8 random characters of mkstemp>``.
+_TEMP_FILE = re.compile(r"^\.(.+)\.tmp-(\d+)-(\d+)-[a-z0-9_]{8}$")
 NAME_MAX = 255  # bytes in one file name (ext4, APFS, NTFS and most others)
 
 
-def _temp_file_prefix(name: str) -> str:
-    """``.NAME.tmp-<pid>-<start>-`` with NAME cut (at a character) so that the temporary name, with
-    mkstemp's 8 random characters, fits in :data:`NAME_MAX` bytes: a target whose name is legal
-    must never fail for its temporary's name."""
-    tail = f".tmp-{owner_tag()}-"
-    room = NAME_MAX - 1 - len(tail) - 8
+def _temp_name_part(name: str) -> str:
+    """``name`` as it appears in its temporary files' names: cut (at a character) so that
+    ``.NAME.tmp-<pid>-<start>-<8 random>`` fits in :data:`NAME_MAX` bytes, since a target whose
+    name is legal must never fail for its temporary's name."""
+    room = NAME_MAX - 1 - len(".tmp-") - 2 * 20 - 2 - 8  # the dot, the tag, pid and start, dashes, random
     raw = os.fsencode(name)
-    if len(raw) > room:
-        cut = room
-        while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # not inside a UTF-8 character
-            cut -= 1
-        name = os.fsdecode(raw[:cut])
-    return f".{name}{tail}"
+    if len(raw) <= room:
+        return name
+    cut = room
+    while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # not inside a UTF-8 character
+        cut -= 1
+    return os.fsdecode(raw[:cut])
+
+
+def _temp_file_prefix(name: str) -> str:
+    return f".{_temp_name_part(name)}.tmp-{owner_tag()}-"
 
 
 def _newest_mtime(path: Path) -> float:
@@ -123,11 +129,12 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def clean_stale_temp_folders(target: PathLike) -> List[Path]:
+def clean_stale_temp_folders(target: PathLike, ours: Callable[[Path], bool]) -> List[Path]:
     """Remove the temporary folders of ``target`` left by dead writers; return them.
 
     Call it holding :func:`target_lock` on ``target``: then no live writer can own one.  Only
-    folders named like this module's temporaries of ``target`` are considered: those naming their
+    folders named like this module's temporaries of ``target`` and that ``ours`` recognises by
+    their contents (what the writer writes, nothing else) are considered: those naming their
     owner process when it is provably gone, those of older converters (no owner in the name) once
     untouched for :data:`STALE_AGE_S`.  A ``.NAME.old-*`` folder (the previous version, moved
     aside while the new one was renamed in) is put back when ``target`` is missing, else removed.
@@ -144,14 +151,12 @@ def clean_stale_temp_folders(target: PathLike) -> List[Path]:
         if not m or not entry.is_dir(follow_symlinks=False):
             continue
         path = Path(entry.path)
-        kind, pid, start, legacy_tmp, legacy_pid = m.groups()
+        kind, pid, start, legacy = m.groups()
         if pid is not None:
             dead = process_gone(int(pid), int(start))
-        elif legacy_pid is not None:
-            dead = kind == "old" and process_gone(int(legacy_pid), 0)
         else:
-            dead = time.time() - _newest_mtime(path) > STALE_AGE_S
-        if not dead:
+            dead = kind == "tmp" and time.time() - _newest_mtime(path) > STALE_AGE_S
+        if not dead or not ours(path):
             continue
         if kind == "old" and not target.exists():
             os.rename(path, target)  # killed between moving the old version aside and renaming the new in
@@ -161,25 +166,29 @@ def clean_stale_temp_folders(target: PathLike) -> List[Path]:
     return removed
 
 
-_cleaned_folders = set()
+_stale_files: Dict[str, Dict[str, List[str]]] = {}  # folder -> target name part -> stale temporary files
 
 
-def clean_stale_temp_files(folder: PathLike) -> List[Path]:
-    """Remove the temporary files of :func:`atomic_write` in ``folder`` whose writer process is
-    provably gone (killed mid-write); return them.  Done once per folder and process, so that
-    writing many files into one folder does not list it each time."""
-    folder = os.path.realpath(folder)
+def clean_stale_temp_files(target: PathLike) -> List[Path]:
+    """Remove the temporary files that :func:`atomic_write` left for ``target`` (same folder, same
+    name) when their writer process is provably gone (killed mid-write); return them.  Nothing
+    else is touched, whatever its name.  The folder is listed once per process, so that writing
+    many files into one folder does not list it each time."""
+    target = Path(os.path.realpath(target))
+    folder = str(target.parent)
+    stale = _stale_files.get(folder)
+    if stale is None:
+        stale = _stale_files[folder] = {}
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                m = _TEMP_FILE.match(entry.name)
+                if m and entry.is_file(follow_symlinks=False) and process_gone(int(m.group(2)), int(m.group(3))):
+                    stale.setdefault(m.group(1), []).append(entry.path)
     removed: List[Path] = []
-    if folder in _cleaned_folders:
-        return removed
-    _cleaned_folders.add(folder)
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            m = _TEMP_FILE.match(entry.name)
-            if m and entry.is_file(follow_symlinks=False) and process_gone(int(m.group(1)), int(m.group(2))):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
+    for path in stale.pop(_temp_name_part(target.name), []):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed.append(Path(path))
     return removed
 
 
@@ -259,7 +268,7 @@ def check_output_path(
             raise OutputPathError(f"{given} is the input file; choose another output name.")
         if not overwrite:
             raise OutputPathError(f"{given} already exists; pass {option} to replace it, or choose another name.")
-        if not os.access(real, os.W_OK):
+        if not os.access(real, os.W_OK) or not real.stat().st_mode & 0o222:  # root passes os.access
             raise OutputPathError(f"{given} is read-only; it is left as it is.")
     return real
 
@@ -285,7 +294,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: Optional[str] = "utf
     target = Path(os.path.realpath(given))
     if target.is_dir():
         raise IsADirectoryError(f"cannot write {given}: it is a folder")
-    clean_stale_temp_files(target.parent)
+    clean_stale_temp_files(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=_temp_file_prefix(target.name), dir=target.parent)
     except OSError as e:

@@ -354,10 +354,15 @@ def test_stale_cleanup_removes_only_provably_dead_temporaries(hf, env, tmp_path)
         ".m.tmp-ef56gh78": True,  # an older converter's, recent: may still run
         ".m.tmp-mine": True,  # not a name the converter makes
         ".other.tmp-ab12cd34": True,  # another target's
+        f".m.tmp-{dead.pid}-0-abcd5678": True,  # our name, but a user's files in it
+        f".m.old-{dead.pid}-0-abc123": True,  # the same for a set-aside name
+        ".m.old-3999997": True,  # a name no converter of ours makes now
     }
     for name in folders:
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"x")
+    for name in (f".m.tmp-{dead.pid}-0-abcd5678", f".m.old-{dead.pid}-0-abc123", ".m.old-3999997"):
+        (tmp_path / name / "notes.txt").write_text("mine")
     old = time.time() - 3 * 3600
     for p in (tmp_path / ".m.tmp-ab12cd34", tmp_path / ".m.tmp-ab12cd34" / "model.safetensors"):
         os.utime(p, (old, old))
@@ -452,3 +457,32 @@ def test_upload_without_network_is_one_line_and_keeps_the_folder(hf, env, tmp_pa
                          code=1)
     assert "upload" in msg and "me/tiny" in msg
     assert (out / "config.json").exists()
+
+
+def test_a_write_removes_only_its_own_targets_dead_temporaries(tmp_path):
+    from seamless_mlx.fileio import write_text_atomic
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    files = {
+        f".out.txt.tmp-{dead.pid}-0-abcd1234": False,  # out.txt's, its writer gone
+        f".report.pdf.tmp-{dead.pid}-0-abcd1234": True,  # another file's
+        f".out.txt.tmp-{dead.pid}-0-keep": True,  # not a name atomic_write makes
+        ".mydata.tmp-4000000-1-x": True,
+    }
+    for name in files:
+        (tmp_path / name).write_text("precious")
+    write_text_atomic(tmp_path / "out.txt", "new")
+    assert {n for n in files if (tmp_path / n).exists()} == {n for n, keep in files.items() if keep}
+    assert (tmp_path / "out.txt").read_text() == "new"
+
+
+def test_overwrite_keeps_a_read_only_file_even_for_root(tmp_path):
+    from seamless_mlx.fileio import OutputPathError, check_output_path
+
+    ro = tmp_path / "ro.txt"
+    ro.write_text("keep")
+    ro.chmod(0o444)  # root could write it anyway: the mode says the user wants it kept
+    with pytest.raises(OutputPathError, match="read-only"):
+        check_output_path(ro, overwrite=True)
+    assert ro.read_text() == "keep"
