@@ -69,12 +69,18 @@ def _supported_formats() -> str:
         return "WAV, FLAC, OGG"
 
 
+MIN_SAMPLE_RATE = 2000  # Hz; telephone speech is 8000
+
+
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Resample a mono float waveform from ``orig_sr`` to ``target_sr`` Hz with soxr ("HQ")."""
     x = np.ascontiguousarray(waveform, dtype=np.float32)
     orig_sr, target_sr = int(orig_sr), int(target_sr)
     if orig_sr <= 0 or target_sr <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr} Hz")
+    if orig_sr < MIN_SAMPLE_RATE and orig_sr != target_sr:  # also bounds the upsampled length (x16000 at 1 Hz)
+        raise ValueError(f"a sample rate of {orig_sr} Hz is too low for speech (at least {MIN_SAMPLE_RATE} Hz); "
+                         "check the file's header or the sampling_rate given.")
     if orig_sr == target_sr or x.size == 0:
         return x
     import soxr
@@ -103,7 +109,10 @@ def load_audio(path_or_file: Any, sampling_rate: int = SAMPLE_RATE) -> np.ndarra
         if os.path.isdir(name):
             raise ValueError(f"expected an audio file but {name!r} is a directory")
     try:
-        data, file_sr = sf.read(path_or_file, dtype="float32", always_2d=True)
+        # a path as bytes: libsndfile takes any name the file system holds (a str with surrogates, a
+        # name that is not UTF-8, fails to encode)
+        data, file_sr = sf.read(os.fsencode(path_or_file) if is_path else path_or_file, dtype="float32",
+                                always_2d=True)
     except (sf.SoundFileError, RuntimeError, TypeError, EOFError) as err:
         raise ValueError(
             f"could not decode audio file {name!r}: {err}. The file is corrupt or in a format "

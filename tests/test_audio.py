@@ -269,3 +269,17 @@ def test_runtime_module_imports_neither_torch_nor_transformers():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=root)
+
+
+def test_a_file_whose_name_is_not_utf8_is_read(tmp_path):
+    name = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")  # Latin-1 bytes, as an old archive holds
+    x = (0.1 * np.sin(np.arange(4000) / 7)).astype(np.float32)
+    sf.write(name, x, 16000, subtype="FLOAT")  # soundfile takes a bytes path
+    np.testing.assert_array_equal(A.load_audio(os.fsdecode(name)), x)
+
+
+def test_a_sample_rate_too_low_for_speech_is_refused_before_resampling(tmp_path):
+    path = tmp_path / "one_hertz.wav"
+    sf.write(path, np.zeros(10000, np.float32), 1)  # resampled to 16 kHz it would be 160M samples
+    with pytest.raises(ValueError, match="1 Hz is too low for speech"):
+        A.load_audio(str(path))
