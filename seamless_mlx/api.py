@@ -267,6 +267,15 @@ def _check_writable(folder: Path):
         ) from None
 
 
+def check_generation_config(folder) -> None:
+    """A ``ValueError`` saying what to do when ``folder`` lacks the model's language tables."""
+    if not (Path(folder) / "generation_config.json").is_file():
+        raise ValueError(
+            f"{folder} has no generation_config.json (the model's language tables): copy it into that folder from "
+            "the original checkpoint (e.g. facebook/seamless-m4t-v2-large)."
+        )
+
+
 def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optional[int] = None):
     """``(model, processor)`` for ``task`` in ``t2tt s2tt t2st s2st`` (cached per process).
 
@@ -280,11 +289,7 @@ def get_model(model_id: str = DEFAULT_MODEL, task: str = "t2tt", quantize: Optio
     folder = model_folder(model_id, quantize)
     if str(Path(folder).resolve()) in _SHARED:
         return _SHARED[str(Path(folder).resolve())]
-    if not (Path(folder) / "generation_config.json").is_file():
-        raise ValueError(
-            f"{folder} has no generation_config.json (the model's language tables): copy it into that folder from "
-            "the original checkpoint (e.g. facebook/seamless-m4t-v2-large)."
-        )
+    check_generation_config(folder)
     return _load_model(str(Path(folder).resolve()), TASK_CLASSES[task], quantize)
 
 

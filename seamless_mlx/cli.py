@@ -335,6 +335,7 @@ def cmd_transcribe(args) -> int:
 
 def cmd_languages(args) -> int:
     folder = api.model_folder(args.model, convert_if_needed=False)
+    api.check_generation_config(folder)
     gen = GenerationConfig.from_pretrained(folder)
     try:
         text_in = set(SeamlessM4TProcessor.from_pretrained(folder).tokenizer.supported_languages)

@@ -72,6 +72,9 @@ def _generation_least(name: str) -> Optional[int]:
     return 1 if name in _GENERATION_SIZES else 0
 
 
+MAX_SETTING = 2**31
+
+
 def _check_fields(obj, least_of) -> None:
     """Raise ``ValueError`` naming the first setting whose type or range is impossible; a
     whole-number setting must be at least ``least_of(name)`` (``None``: any)."""
@@ -84,6 +87,8 @@ def _check_fields(obj, least_of) -> None:
             if not _is_whole(v) or (least is not None and v < least):
                 what = "a whole number" if least is None else "a positive whole number" if least else "a whole number >= 0"
                 raise ValueError(f"{name} must be {what}, got {v!r}")
+            if abs(v) >= MAX_SETTING:  # sizes and ids index arrays: past 2^31 no array has them
+                raise ValueError(f"{name} must be below {MAX_SETTING}, got {v!r}")
         elif kind == "float":
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a number, got {v!r}")

@@ -143,7 +143,8 @@ def test_output_path_under_a_file_is_bad_input_not_a_crash(cli):
     assert "plain_file/out.txt" in msg
 
 
-@pytest.mark.parametrize("key,value", [("hidden_size", "big"), ("hidden_size", -8), ("decoder_ffn_dim", 0)])
+@pytest.mark.parametrize("key,value", [("hidden_size", "big"), ("hidden_size", -8), ("decoder_ffn_dim", 0),
+                                       ("vocab_size", 10**12)])
 def test_config_with_impossible_size_names_file_and_field(cli, mlx_model, tmp_path, key, value):
     folder = model_copy(mlx_model, tmp_path, edit=lambda c: {**c, key: value})
     msg = error_line(cli(*HELLO, model=folder))
@@ -160,6 +161,8 @@ def test_config_that_is_not_a_json_object_names_the_file(cli, mlx_model, tmp_pat
 def test_missing_generation_config_is_named(cli, mlx_model, tmp_path):
     folder = model_copy(mlx_model, tmp_path, drop="generation_config.json")
     msg = error_line(cli(*HELLO, model=folder))
+    assert "generation_config.json" in msg and str(folder) in msg
+    msg = error_line(cli("languages", model=folder))  # not an empty table with exit 0
     assert "generation_config.json" in msg and str(folder) in msg
 
 
