@@ -72,6 +72,19 @@ def _supported_formats() -> str:
 MIN_SAMPLE_RATE = 2000  # Hz; telephone speech is 8000
 
 
+def looks_like_audio_bytes(data: bytes) -> bool:
+    """True when ``data`` starts like an audio file (WAV/RF64/W64, FLAC, Ogg, MP3, AIFF, AU, CAF):
+    what ``ffmpeg -i talk.mp4 -f wav - | seamless-mlx transcribe -`` pipes in."""
+    head = bytes(data[:12])
+    return (
+        (head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE")
+        or head[:4] in (b"fLaC", b"OggS", b".snd", b"caff", b"riff")
+        or head[:3] == b"ID3"
+        or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)  # an MPEG audio frame
+        or (head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"))
+    )
+
+
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Resample a mono float waveform from ``orig_sr`` to ``target_sr`` Hz with soxr ("HQ")."""
     x = np.ascontiguousarray(waveform, dtype=np.float32)

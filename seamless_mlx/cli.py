@@ -16,6 +16,7 @@ Exit codes: 0 success, 2 bad usage or input (one ``seamless-mlx: error: ...`` li
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from . import api, server
 from .api import DEFAULT_MODEL, Result, looks_like_audio_path, looks_like_file_name
-from .audio import WavStreamWriter, load_audio
+from .audio import WavStreamWriter, load_audio, looks_like_audio_bytes
 from .batch import MAX_BATCH_SIZE
 from .config import GenerationConfig
 from .convert import main as convert_main
@@ -211,6 +212,12 @@ def _decode_utf8(data: bytes, what: str) -> str:
         ) from None
 
 
+def _named_bytes(data: bytes) -> io.BytesIO:
+    f = io.BytesIO(data)
+    f.name = "standard input"  # what an error names
+    return f
+
+
 def cmd_translate(args) -> int:
     if args.input != "-" and (os.path.isdir(args.input) or is_document(args.input)):
         return cli_translate(args)  # a .txt/.srt/.vtt document or a folder
@@ -234,8 +241,12 @@ def cmd_translate(args) -> int:
     if out is not None:  # before any work: a bad output path must not cost the translation
         check_output_path(out, overwrite=args.overwrite, inputs=[args.input])
 
-    if args.input == "-":
-        source = _decode_utf8(sys.stdin.buffer.read(), "standard input")
+    piped = sys.stdin.buffer.read() if args.input == "-" else b""
+    if args.input == "-" and not args.text and looks_like_audio_bytes(piped):
+        source = check_speech_length(load_audio(_named_bytes(piped)), "standard input")  # a recording piped in
+        is_audio = True
+    elif args.input == "-":
+        source = _decode_utf8(piped, "standard input")
         is_audio = False
         if ext in (".srt", ".vtt") and parse_subtitles(source).cues:  # `cat film.srt | ... - -o film.fra.srt`
             if not args.src_lang:
@@ -261,8 +272,8 @@ def cmd_translate(args) -> int:
 
     # Text appears as it is decoded on a terminal (it is then its own progress display: no bar
     # over the segments, which would garble the same screen); piped output is printed at the end.
-    if is_audio:  # read it now: a missing/corrupt/too short file is reported before any model is loaded
-        source = check_speech_length(load_audio(source), repr(args.input))
+    if is_audio and isinstance(source, str):  # read it now: a missing/corrupt/too short file is reported
+        source = check_speech_length(load_audio(source), repr(args.input))  # before any model is loaded
     stream = not speech and sys.stdout.isatty() and (out is None or ext not in TEXT_FORMATS)
     task = ("s2" if is_audio else "t2") + ("st" if speech else "tt")
     t0 = _preload(args, task)
@@ -306,7 +317,10 @@ def cmd_transcribe(args) -> int:
         check_output_path(out, overwrite=args.overwrite, inputs=[args.audio])
 
     # a missing/corrupt/too short file is reported before any model is loaded
-    audio = check_speech_length(load_audio(args.audio), repr(args.audio))
+    if args.audio == "-":  # a recording piped in: ffmpeg -i talk.mp4 -f wav - | seamless-mlx transcribe - ...
+        audio = check_speech_length(load_audio(_named_bytes(sys.stdin.buffer.read())), "standard input")
+    else:
+        audio = check_speech_length(load_audio(args.audio), repr(args.audio))
     stream = fmt == "txt" and out is None and sys.stdout.isatty()
     t0 = _preload(args, "s2tt")
     result = api.transcribe(
@@ -388,6 +402,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if from_command_line:  # SIGTERM unwinds like Ctrl-C: temporary files are removed, exit 143
         exit_on_sigterm(f"{PROG}: terminated.")
+    for name in ("stdin", "stdout"):  # closed by the caller (`>&-`): reads find nothing, writes go nowhere
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "r" if name == "stdin" else "w", encoding="utf-8"))
     if argv and argv[0] == "convert":
         return convert_main(argv[1:])
     parser = build_parser()

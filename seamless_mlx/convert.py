@@ -374,8 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="cast floating weights (default: as stored; float16 for the unquantized parts of a -q export)",
     )
     p.add_argument("-q", "--quantize", action="store_true", help="quantize linear layers and the embedding")
-    p.add_argument("--q-bits", type=int, default=4, help="bits per weight (4 or 8)")
-    p.add_argument("--q-group-size", type=int, default=64, help="quantization group size (32, 64 or 128)")
+    p.add_argument("--q-bits", type=int, default=None, help="bits per weight with -q: 4 (default) or 8")
+    p.add_argument("--q-group-size", type=int, default=None, help="quantization group size with -q: 32, 64 (default) "
+                   "or 128")
     p.add_argument("--force", action="store_true",
                    help="replace an existing output folder, only if it was written by seamless-mlx convert "
                         "(never the source, the working directory, a file or any other folder)")
@@ -392,14 +393,16 @@ def main(argv=None) -> int:
     if argv is None:  # run as a command (`seamless-mlx convert` installs it in cli.main)
         exit_on_sigterm()
     args = build_parser().parse_args(argv)
+    if not args.quantize and (args.q_bits is not None or args.q_group_size is not None):
+        return _error("--q-bits and --q-group-size set how -q quantizes: add -q (or drop them).", 2)
     try:
         out = convert(
             args.hf_path,
             args.mlx_path,
             dtype=args.dtype,
             quantize=args.quantize,
-            q_bits=args.q_bits,
-            q_group_size=args.q_group_size,
+            q_bits=4 if args.q_bits is None else args.q_bits,
+            q_group_size=64 if args.q_group_size is None else args.q_group_size,
             force=args.force,
             upload_repo=args.upload_repo,
         )

@@ -116,6 +116,20 @@ def test_audio_file_to_text(cli, wav2s):
     assert r.stdout.strip()
 
 
+def test_a_recording_piped_on_stdin_is_audio(cli, env, mlx_model, wav2s):
+    """``ffmpeg -i talk.mp4 -f wav - | seamless-mlx transcribe - ...``: the bytes are a recording."""
+    data = wav2s.read_bytes()
+    for cmd in (["transcribe", "-", "--lang", "eng"], ["translate", "-", "--tgt-lang", "fra"]):
+        r = subprocess.run([sys.executable, "-m", "seamless_mlx.cli", *cmd, *FAST, "--model", mlx_model], env=env,
+                           cwd=cli.cwd, capture_output=True, input=data, timeout=300)
+        want = cli(cmd[0], wav2s, *cmd[2:], *FAST)
+        assert r.returncode == 0 and want.returncode == 0, r.stderr
+        assert r.stdout.decode() == want.stdout and want.stdout.strip()
+    r = subprocess.run([sys.executable, "-m", "seamless_mlx.cli", "transcribe", "-", "--lang", "eng", "--model",
+                        mlx_model], env=env, cwd=cli.cwd, capture_output=True, input=b"not audio", timeout=300)
+    assert r.returncode == 2 and b"standard input" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 def test_audio_file_to_speech_flac(cli, wav2s):
     out = cli.cwd / "s2st.flac"
     r = cli("translate", wav2s, "--tgt-lang", "spa", "-o", out, "--quiet", *FAST)

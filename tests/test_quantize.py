@@ -148,7 +148,8 @@ def test_half_precision_folder_runs_without_overflow(tiny_checkpoint, tmp_path, 
 
 
 @pytest.mark.parametrize("flags,msg", [(["-q", "--q-bits", "3"], "--q-bits"), (["-q", "--q-group-size", "48"],
-                                                                            "--q-group-size")])
+                                                                            "--q-group-size"),
+                                       (["--q-bits", "8"], "add -q")])  # not a silent full-precision copy
 def test_bad_quantization_flags_are_refused(tiny_checkpoint, tmp_path, capsys, flags, msg):
     code = convert_main(["--hf-path", str(tiny_checkpoint), "--mlx-path", str(tmp_path / "o")] + flags)
     assert code == 2
