@@ -177,7 +177,7 @@ def _cut_long(sentence: str, max_chars: int) -> List[str]:
     """Cut a sentence longer than ``max_chars`` into pieces of at most ``max_chars``: after the
     last clause mark (comma, semicolon, ...) in the second half of the window, else at the last
     whitespace, else (a script written without spaces, or one giant word) after ``max_chars``
-    characters, never in front of a combining mark."""
+    characters, not in front of a combining mark (unless marks fill half the window)."""
     pieces: List[str] = []
     start, n = 0, len(sentence)
     while n - start > max_chars:
@@ -189,8 +189,12 @@ def _cut_long(sentence: str, max_chars: int) -> List[str]:
         if not cut:
             space = max(sentence.rfind(c, start + 1, stop + 1) for c in " \t\n\u3000")
             cut = space + 1 if space > start else stop
-            while start + 1 < cut < n and unicodedata.combining(sentence[cut]):
-                cut -= 1
+            back = cut
+            while start + 1 < back < n and unicodedata.combining(sentence[back]):
+                back -= 1
+            # keep a mark with its base, unless a run of marks fills the window (then any cut will do:
+            # walking back to start + 1 would make one piece, one generate call, per character)
+            cut = back if back > start + max_chars // 2 else cut
         piece = sentence[start:cut].strip()
         if piece:
             pieces.append(piece)

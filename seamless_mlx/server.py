@@ -388,7 +388,10 @@ def decode_upload(data: bytes, limits: Limits, param: str = "file") -> np.ndarra
     if not len(mono):
         raise ApiError(400, f"the uploaded '{param}' has no audio samples or cannot be decoded; send WAV, FLAC, "
                             "OGG or MP3.", param=param, code="invalid_audio")
-    return resample(mono, info.samplerate, SAMPLE_RATE)
+    try:
+        return resample(mono, info.samplerate, SAMPLE_RATE)
+    except ValueError as e:  # a sample rate too low for speech
+        raise ApiError(400, f"the uploaded audio: {e}", param=param, code="invalid_audio") from None
 
 
 def _decode_mono(file, frames: int) -> np.ndarray:
@@ -464,8 +467,9 @@ class BodyLimit:
             declared = int(headers.get(b"content-length", b"0"))
         except ValueError:
             declared = 0
+        too_large = error_body(scope.get("path", ""), ApiError(413, message, code="upload_too_large"))
         if declared > self.limit:
-            return await _send_json(send, 413, ApiError(413, message, code="upload_too_large").openai_body())
+            return await _send_json(send, 413, too_large)
         state = {"seen": 0, "over": False, "started": False}
 
         async def limited_receive():
@@ -489,7 +493,7 @@ class BodyLimit:
             if not state["over"]:
                 raise
         if state["over"] and not state["started"]:
-            await _send_json(send, 413, ApiError(413, message, code="upload_too_large").openai_body())
+            await _send_json(send, 413, too_large)
 
 
 async def _send_json(send, status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None):
@@ -841,8 +845,9 @@ def build_app(engine: Engine, api_key: Optional[str] = None, cors_origin: Option
         return error_response(request, exc)
 
     async def on_http_error(request: Request, exc: HTTPException):
-        msg = {404: f"no route {request.url.path}; see GET /v1/models, POST /v1/audio/*, POST /translate.",
-               405: f"{request.method} is not allowed on {request.url.path}."}.get(exc.status_code, str(exc.detail))
+        path, method = _brief(request.url.path), _brief(request.method)
+        msg = {404: f"no route {path}; see GET /v1/models, POST /v1/audio/*, POST /translate.",
+               405: f"{method} is not allowed on {path}."}.get(exc.status_code, _brief(str(exc.detail), 200))
         return error_response(request, ApiError(exc.status_code, msg, headers=exc.headers))  # 405 keeps its Allow
 
     async def on_disconnect(request: Request, exc: ClientDisconnect):

@@ -1,5 +1,7 @@
 """Pause-based segmentation of long recordings (numpy only)."""
 
+import unicodedata
+
 import numpy as np
 import pytest
 
@@ -163,3 +165,10 @@ def test_a_sliver_at_the_end_joins_the_piece_before_it():
     assert segments[0][0] == 0 and segments[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))
     assert min(b - a for a, b in segments) >= 0.25 * SR
+
+
+def test_a_run_of_combining_marks_is_cut_into_full_pieces_not_one_per_character():
+    pieces = split_sentences("\u0301" * 4000)  # 4000 marks without a base: a client's 10 KB request
+    assert "".join(pieces) == "\u0301" * 4000 and len(pieces) == 10 and max(map(len, pieces)) <= 400
+    text = "e\u0301" * 300  # a mark stays with its base when there is one
+    assert all(not unicodedata.combining(p[0]) for p in split_sentences(text))

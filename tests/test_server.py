@@ -375,6 +375,24 @@ def test_oversize_upload_is_413_naming_the_limit(http):
     assert "1 MB" in openai_error(r, 413)
 
 
+def test_oversize_libretranslate_body_is_413_in_its_own_error_shape(http):
+    r = http.post("/translate", content=b"x" * 1_200_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and isinstance(r.json()["error"], str) and "1 MB" in r.json()["error"]
+
+
+def test_an_upload_below_2_khz_is_400_saying_so(http):
+    r = http.post("/v1/audio/transcriptions", files={"file": ("low.wav", wav_bytes(tone(2.0, 100, 1000), 1000))},
+                  data={"language": "en"})
+    assert "too low for speech" in openai_error(r, 400, "file")
+
+
+def test_404_and_405_show_at_most_a_short_piece_of_the_path(http):
+    r = http.get("/" + "a" * 15000)
+    assert r.status_code == 404 and len(r.content) < 600
+    r = http.request("X" * 5000, "/translate")
+    assert r.status_code in (400, 405) and len(r.content) < 600
+
+
 def test_oversize_chunked_upload_is_413(http):
     def chunks():
         for _ in range(40):
