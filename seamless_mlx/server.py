@@ -528,15 +528,16 @@ def _protocol(max_connections: int, idle_timeout_s: float):
     * a connection opened while ``max_connections`` are open is answered 503 and closed, and gets
       only a second to send its request;
     * a connection that sends nothing for ``idle_timeout_s`` while its request is incomplete (or
-      before it sends one) is closed.  A request the app is working on is not idle: ``--timeout-s``
-      bounds that."""
+      before it sends one) is closed, and so is one whose request head is not complete
+      ``idle_timeout_s`` after its first byte (however slowly it keeps sending).  A request the
+      app is working on is not idle: ``--timeout-s`` bounds that; a body may arrive slowly."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class BoundedH11Protocol(H11Protocol):
         def connection_made(self, transport):
             super().connection_made(transport)
-            self._idle_timer = None
+            self._idle_timer = self._head_timer = None
             self._idle_s = idle_timeout_s
             if len(self.connections) > max_connections:
                 self.app, self._idle_s = _overloaded, min(1.0, idle_timeout_s)
@@ -544,12 +545,28 @@ def _protocol(max_connections: int, idle_timeout_s: float):
 
         def data_received(self, data: bytes):
             self._arm()
+            if self._head_timer is None and not self._answering():  # the first bytes of a request head
+                self._head_timer = self.loop.call_later(self._idle_s, self._on_head_late)
             super().data_received(data)
+            if self._head_timer is not None and self._answering():  # the head is complete
+                self._head_timer.cancel()
+                self._head_timer = None
 
         def connection_lost(self, exc):
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
+            for timer in (self._idle_timer, self._head_timer):
+                if timer is not None:
+                    timer.cancel()
             super().connection_lost(exc)
+
+        def _answering(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _on_head_late(self):
+            """A request head still incomplete ``idle_s`` after its first byte: a client sending a
+            byte now and then (which keeps re-arming the idle timer) must not hold a slot for ever."""
+            self._head_timer = None
+            if not self._answering() and not self.transport.is_closing():
+                self.transport.close()
 
         def _arm(self):
             if self._idle_timer is not None:

@@ -766,6 +766,28 @@ def test_idle_sockets_are_closed_and_connections_over_the_limit_get_503(mlx_mode
         s.stop()
 
 
+def test_a_request_head_sent_a_byte_at_a_time_is_closed_at_the_idle_timeout(mlx_model, env, tmp_path_factory):
+    s = Server(mlx_model, env, tmp_path_factory.mktemp("loris"), "--max-connections", "2", "--idle-timeout-s", "2")
+    socks = [socket.create_connection(("127.0.0.1", s.port), timeout=6) for _ in range(2)]
+    try:
+        closed, start = set(), time.time()
+        while len(closed) < 2 and time.time() - start < 8:  # one byte every 0.5 s re-arms the idle timer
+            for i, sock in enumerate(socks):
+                if i not in closed:
+                    try:
+                        sock.sendall(b"G" if time.time() - start < 0.1 else b"x")
+                    except OSError:
+                        closed.add(i)
+            time.sleep(0.5)
+        assert len(closed) == 2 and time.time() - start < 5, "slow request heads held the connection slots"
+        r = httpx.post(s.url + "/translate", json={"q": "Hello", "source": "en", "target": "fr"}, timeout=30)
+        assert r.status_code == 200
+    finally:
+        for sock in socks:
+            sock.close()
+        s.stop()
+
+
 # ------------------------------------------------------------------------------- load
 
 
