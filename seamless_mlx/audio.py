@@ -127,8 +127,9 @@ def load_audio(path_or_file: Any, sampling_rate: int = SAMPLE_RATE) -> np.ndarra
         data, file_sr = sf.read(os.fsencode(path_or_file) if is_path else path_or_file, dtype="float32",
                                 always_2d=True)
     except (sf.SoundFileError, RuntimeError, TypeError, EOFError) as err:
+        detail = str(err).replace(repr(os.fsencode(path_or_file)), repr(name)) if is_path else str(err)
         raise ValueError(
-            f"could not decode audio file {name!r}: {err}. The file is corrupt or in a format "
+            f"could not decode audio file {name!r}: {detail}. The file is corrupt or in a format "
             f"libsndfile cannot read; supported formats: {_supported_formats()}. Convert it to "
             "WAV or FLAC first, e.g. `ffmpeg -i input.m4a -ac 1 -ar 16000 output.wav`."
         ) from err

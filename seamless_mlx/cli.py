@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "an existing file is kept unless -y is given, the input file always; '-' with --speech: "
                         "a WAV stream on stdout, written as the speech is made (pipe it to ffplay - or aplay)")
     t.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
+    t.add_argument("-r", "--recursive", action="store_true",
+                   help="for a folder, also its subfolders (outputs in the same subfolders of -o)")
     t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output: 0..N-1 for a model with N speakers "
                         "(200 in v2-large; default 0)")
     _add_common(t)
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", "-o", default=None,
                    help="output file (default: stdout); an existing file is kept unless -y is given")
     r.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
+    r.add_argument("-r", "--recursive", action="store_true",
+                   help="for a folder, also its subfolders (outputs in the same subfolders of -o)")
     _add_common(r)
 
     sub.add_parser("convert", help="convert a transformers checkpoint to MLX (see `seamless-mlx convert -h`)",

@@ -390,12 +390,19 @@ class FolderRun:
     done: List[Path] = field(default_factory=list)
     skipped: List[Path] = field(default_factory=list)
     failed: List[Tuple[Path, str]] = field(default_factory=list)
+    root: Optional[Path] = None  # the input folder: failed files are named relative to it
 
     def summary(self) -> str:
         line = f"{len(self.done)} done, {len(self.skipped)} skipped (already there), {len(self.failed)} failed"
         if self.failed:
-            line += ": " + "; ".join(f"{_one_line(p.name)}: {why}" for p, why in self.failed)
+            line += ": " + "; ".join(f"{_one_line(self._name(p))}: {why}" for p, why in self.failed)
         return line
+
+    def _name(self, p: Path) -> str:
+        try:
+            return str(p.relative_to(self.root)) if self.root is not None else p.name
+        except ValueError:
+            return p.name
 
 
 def _one_line(name: str) -> str:
@@ -426,26 +433,44 @@ def _check_output_folder(out_dir: Path) -> None:
         raise ValueError(f"cannot create the output folder {out_dir}: {probe} is not writable (permission denied).")
 
 
+def _folder_files(in_dir: Path, out_dir: Path, recursive: bool) -> List[Path]:
+    """The visible files of ``in_dir`` (and, ``recursive``, of its visible subfolders, links to
+    folders not followed, the output folder left out), sorted by path."""
+    if not recursive:
+        return sorted(p for p in in_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    skip = out_dir.resolve() if out_dir.exists() else None
+    files = []
+    for root, dirs, names in os.walk(in_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (skip is None or (Path(root) / d).resolve() != skip)]
+        files.extend(Path(root) / n for n in names if not n.startswith(".") and (Path(root) / n).is_file())
+    return sorted(files)
+
+
 def plan_folder(in_dir, out_dir, inputs: Callable[[Path], bool], output_name: Callable[[Path], str],
-                what: str = "audio files, .txt, .srt or .vtt documents") -> List[Tuple[Path, Path]]:
+                what: str = "audio files, .txt, .srt or .vtt documents",
+                recursive: bool = False) -> List[Tuple[Path, Path]]:
     """``(input, output)`` pairs for the files of ``in_dir`` that ``inputs`` accepts (``what`` names
     them in the error when there are none), checked before any work: the output folder can be
-    written, no output is an input, no two inputs share an output.  Subfolders are not searched."""
+    written, no output is an input, no two inputs share an output.  Subfolders are searched only
+    when ``recursive``; their outputs go to the same subfolders of ``out_dir``."""
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise ValueError(f"{in_dir} is not a folder.")
     _check_output_folder(out_dir)
-    files = sorted(p for p in in_dir.iterdir() if p.is_file() and not p.name.startswith(".") and inputs(p))
+    files = [p for p in _folder_files(in_dir, out_dir, recursive) if inputs(p)]
     if not files:
-        raise ValueError(f"{in_dir} has no files to process ({what}; subfolders are not searched).")
+        where = "" if recursive else "; subfolders are not searched without -r"
+        raise ValueError(f"{in_dir} has no files to process ({what}{where}).")
     pairs, seen = [], {}
     for f in files:
-        o = out_dir / output_name(f)
+        rel = f.relative_to(in_dir)
+        o = out_dir / rel.parent / output_name(f)
         if o.resolve() == f.resolve():
-            raise ValueError(f"the output for {f.name} would overwrite it; choose another output folder (-o).")
-        if o.name in seen:
-            raise ValueError(f"{seen[o.name]} and {f.name} would both write {o.name}; move one of them.")
-        seen[o.name] = f.name
+            raise ValueError(f"the output for {rel} would overwrite it; choose another output folder (-o).")
+        key = o.relative_to(out_dir)
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {rel} would both write {key}; move one of them.")
+        seen[key] = rel
         pairs.append((f, o))
     return pairs
 
@@ -457,15 +482,17 @@ def run_folder(
     progress: bool = True,
     overwrite: bool = False,
     check: Optional[Callable[[List[Path]], None]] = None,
+    root: Optional[Path] = None,
 ) -> FolderRun:
     """Produce each missing output (every output with ``overwrite``): ``work(inputs)`` gives the
     contents (or an exception) of up to ``chunk`` inputs at a time, written atomically as soon as
     they are ready; a file that cannot be written is reported and the others go on.  ``check(inputs)``
     runs once before any work when there is work: what it raises (a bad model or language, which
-    every file would hit) ends the run before anything is written."""
+    every file would hit) ends the run before anything is written.  Failed files are named relative
+    to ``root`` (the input folder)."""
     from tqdm import tqdm
 
-    run = FolderRun()
+    run = FolderRun(root=root)
     todo = []
     for f, o in pairs:
         if o.exists() and not overwrite:
@@ -532,34 +559,37 @@ def _preflight(files: List[Path], tgt_lang: str, src_lang: Optional[str], kw: di
 
 
 def transcribe_folder(in_dir, out_dir, lang: str, fmt: str = "txt", batch_size: int = 16, progress: bool = True,
-                      overwrite: bool = False, **kw) -> FolderRun:
-    """Transcribe every audio file of ``in_dir`` into ``out_dir/<name>.<fmt>`` (resumable; with
-    ``overwrite`` every output is made again)."""
+                      overwrite: bool = False, recursive: bool = False, **kw) -> FolderRun:
+    """Transcribe every audio file of ``in_dir`` (and its subfolders with ``recursive``) into
+    ``out_dir/<name>.<fmt>`` (resumable; with ``overwrite`` every output is made again)."""
     if fmt not in TRANSCRIPT_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(TRANSCRIPT_FORMATS)}.")
     check_batch_size(batch_size)
-    pairs = plan_folder(in_dir, out_dir, _is_audio, lambda f: f"{f.stem}.{fmt}", what="audio files")
+    pairs = plan_folder(in_dir, out_dir, _is_audio, lambda f: f"{f.stem}.{fmt}", what="audio files",
+                        recursive=recursive)
 
     def work(files):
         results = transcribe([str(f) for f in files], lang=lang, batch_size=batch_size, **kw)
         return [_error_or(r, TRANSCRIPT_FORMATS[fmt]) for r in results]
 
     return run_folder(pairs, work, chunk=batch_size, progress=progress, overwrite=overwrite,
-                      check=lambda files: _preflight(files, lang, None, kw))
+                      check=lambda files: _preflight(files, lang, None, kw), root=Path(in_dir))
 
 
 def translate_folder(in_dir, out_dir, tgt_lang: str, src_lang: Optional[str] = None, batch_size: int = 16,
-                     progress: bool = True, overwrite: bool = False, **kw) -> FolderRun:
+                     progress: bool = True, overwrite: bool = False, recursive: bool = False, **kw) -> FolderRun:
     """Translate every audio file and document of ``in_dir`` into ``out_dir`` (resumable; with
     ``overwrite`` every output is made again): ``x.txt``/``x.srt``/``x.vtt`` -> the same name and
-    format, audio ``x.wav`` -> ``x.txt``.  The output folder must not be the input folder (its
-    outputs would be inputs of the next run)."""
+    format, audio ``x.wav`` -> ``x.txt``; with ``recursive`` subfolders too, into the same
+    subfolders of ``out_dir``.  The output folder must not be the input folder (its outputs would
+    be inputs of the next run); inside it, it is left out of the search."""
     check_batch_size(batch_size)
     if Path(out_dir).resolve() == Path(in_dir).resolve():
         raise ValueError("the output folder is the input folder: its translations would be taken as documents to "
                          "translate next time; choose another (-o translated/).")
     pairs = plan_folder(in_dir, out_dir, lambda f: _is_audio(f) or f.suffix.lower() in DOCUMENT_EXTENSIONS,
-                        lambda f: f.name if f.suffix.lower() in DOCUMENT_EXTENSIONS else f"{f.stem}.txt")
+                        lambda f: f.name if f.suffix.lower() in DOCUMENT_EXTENSIONS else f"{f.stem}.txt",
+                        recursive=recursive)
 
     def work(files):
         audio = [f for f in files if _is_audio(f)]
@@ -576,7 +606,7 @@ def translate_folder(in_dir, out_dir, tgt_lang: str, src_lang: Optional[str] = N
         return [done[f] for f in files]
 
     return run_folder(pairs, work, chunk=batch_size, progress=progress, overwrite=overwrite,
-                      check=lambda files: _preflight(files, tgt_lang, src_lang, kw))
+                      check=lambda files: _preflight(files, tgt_lang, src_lang, kw), root=Path(in_dir))
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,7 +636,7 @@ def cli_translate(args) -> int:
         if out is None:
             raise ValueError("a folder needs an output folder: add -o translated/.")
         return _finish(translate_folder(args.input, out, args.tgt_lang, args.src_lang, progress=not args.quiet,
-                                        overwrite=args.overwrite, **_api_options(args)))
+                                        overwrite=args.overwrite, recursive=args.recursive, **_api_options(args)))
     src = Path(args.input)
     if args.output == "-":  # standard output, as without -o
         out = None
@@ -633,4 +663,5 @@ def cli_transcribe(args) -> int:
         raise ValueError("a folder needs an output folder: add -o transcripts/.")
     opts = _api_options(args)
     return _finish(transcribe_folder(args.audio, args.output, args.lang, args.format or "txt",
-                                     progress=not args.quiet, overwrite=args.overwrite, **opts))
+                                     progress=not args.quiet, overwrite=args.overwrite, recursive=args.recursive,
+                                     **opts))

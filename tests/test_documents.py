@@ -385,3 +385,23 @@ def test_old_mac_txt_keeps_its_lines_and_unspaced_translations_keep_a_cue_s_line
     text = "这是一个很长的中文句子没有空格真的很长"  # a cmn translation of a two-line cue
     assert _wrap(text, 2) == [text[:10], text[10:]]
     assert _wrap("Supercalifragilistic", 2) == ["Supercalifragilistic"]  # one short word stays whole
+
+
+def test_recursive_folder_run_mirrors_subfolders_and_leaves_its_output_out(cli, mlx_model):
+    root = cli.cwd / "archive"
+    _write_clips(root / "2019", 1, seed=3)
+    _write_clips(root / "2020" / "march", 1, seed=4)
+    _write_clips(root / ".trash", 1, seed=5)  # hidden: not searched
+    (root / "notes.txt").write_text("Hello.\n", encoding="utf-8")
+    out = root / "translated"  # inside the input folder: left out of the search
+    args = ("translate", root, "--src-lang", "eng", "--tgt-lang", "fra", "-o", out, "-r")
+    r = cli(*args)
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "3 done, 0 skipped (already there), 0 failed"
+    made = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert made == ["2019/clip00.txt", "2020/march/clip00.txt", "notes.txt"]
+    want = translate(str(root / "2020" / "march" / "clip00.wav"), tgt_lang="fra", model=mlx_model, max_new_tokens=5)
+    assert (out / "2020" / "march" / "clip00.txt").read_text(encoding="utf-8") == want.text + "\n"
+    r = cli(*args)  # a second run finds its outputs, not new inputs
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "0 done, 3 skipped (already there), 0 failed"
+    r = cli(*args[:-1])  # without -r only the folder's own files
+    assert r.returncode == 0 and r.stderr.strip().splitlines()[-1] == "0 done, 1 skipped (already there), 0 failed"
