@@ -171,9 +171,26 @@ def _open(path: str):
             os.environ["OPENBLAS_CORETYPE"] = before
 
 
+def _drop_stale_openmp_registration() -> None:
+    """Intel's OpenMP (MKL starts it) registers itself in ``/dev/shm/__KMP_REGISTERED_LIB_<pid>_<uid>``
+    (``/tmp`` without /dev/shm) and dies of SIGBUS when that file exists empty: the leftover of a
+    process that had this process id and was killed between creating and sizing it (each killed
+    process leaves its file; pids come round again).  Until this process starts OpenMP no live
+    process can own the name made of its id, so an empty one is removed."""
+    name = f"__KMP_REGISTERED_LIB_{os.getpid()}_{os.getuid()}"
+    for folder in ("/dev/shm", "/tmp"):
+        path = os.path.join(folder, name)
+        try:
+            if os.lstat(path).st_size == 0:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
 def _load_fast():
     """Load the first candidate library with ``RTLD_GLOBAL``; return its handle or None."""
     global loaded, _handle
+    _drop_stale_openmp_registration()
     for path in _candidates():
         try:
             lib = _open(path)
