@@ -447,7 +447,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         if verbose:
             traceback.print_exc()
-        return _error(_hint(e), 2)
+        msg = _hint(e)
+        if args.command == "transcribe":  # transcribe is translate into --lang: name the option given
+            msg = msg.replace("tgt_lang=", "--lang ").replace("for text output", "for transcripts")
+        return _error(msg, 2)
     except BrokenPipeError:  # the reader (a player, head) went away: stop quietly, also at exit
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

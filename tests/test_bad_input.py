@@ -184,3 +184,9 @@ def test_failed_download_says_it_once_with_the_disk_needed(cli):
     msg = error_line(cli(*HELLO, model="facebook/no-such-model-here"))
     assert msg.count("--model") == 1 and "18.5 GB" in msg and "HF_HUB_OFFLINE" in msg
     assert "outgoing traffic" not in msg and "LocalEntryNotFoundError" not in msg  # huggingface_hub's own text
+
+
+def test_transcribe_names_its_own_option_for_an_unknown_language(cli):
+    sf.write(cli.cwd / "half.wav", (0.1 * np.sin(np.arange(8000) / 5)).astype(np.float32), 16000)
+    msg = error_line(cli("transcribe", "half.wav", "--lang", "xyz", *FAST))
+    assert msg.startswith("seamless-mlx: error: --lang 'xyz' is not supported") and "tgt_lang" not in msg
