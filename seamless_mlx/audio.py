@@ -139,6 +139,13 @@ def load_audio(path_or_file: Any, sampling_rate: int = SAMPLE_RATE) -> np.ndarra
     return resample(mono, file_sr, sampling_rate)
 
 
+def load_audio_bytes(data: bytes, name: str, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """:func:`load_audio` of an audio file's bytes (a pipe, a dataset column); errors call it ``name``."""
+    f = io.BytesIO(bytes(data))
+    f.name = name
+    return load_audio(f, sampling_rate)
+
+
 def to_numpy(array: Any) -> np.ndarray:
     """numpy view/copy of a numpy array, an ``mx.array``, a list/tuple or anything array-like."""
     if isinstance(array, np.ndarray):

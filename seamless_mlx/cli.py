@@ -16,7 +16,6 @@ Exit codes: 0 success, 2 bad usage or input (one ``seamless-mlx: error: ...`` li
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from . import api, server
 from .api import DEFAULT_MODEL, Result, looks_like_audio_path, looks_like_file_name
-from .audio import WavStreamWriter, load_audio, looks_like_audio_bytes
+from .audio import WavStreamWriter, load_audio, load_audio_bytes, looks_like_audio_bytes
 from .batch import MAX_BATCH_SIZE
 from .config import GenerationConfig
 from .convert import main as convert_main
@@ -135,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the result: .txt .srt .vtt .json (text) or .wav .flac (speech, implies --speech); "
                         "an existing file is kept unless -y is given, the input file always; '-' with --speech: "
                         "a WAV stream on stdout, written as the speech is made (pipe it to ffplay - or aplay)")
-    t.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
+    t.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
     t.add_argument("-r", "--recursive", action="store_true",
                    help="for a folder, also its subfolders (outputs in the same subfolders of -o)")
     t.add_argument("--speaker-id", type=int, default=0, help="voice of the speech output: 0..N-1 for a model with N speakers "
@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format (default: from --output's extension, else txt)")
     r.add_argument("--output", "-o", default=None,
                    help="output file (default: stdout); an existing file is kept unless -y is given")
-    r.add_argument("-y", "--overwrite", action="store_true", help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
+    r.add_argument("-y", "--overwrite", action="store_true",
+                   help="replace an existing output file (as ffmpeg -y); for a folder, make every output again")
     r.add_argument("-r", "--recursive", action="store_true",
                    help="for a folder, also its subfolders (outputs in the same subfolders of -o)")
     _add_common(r)
@@ -216,12 +217,6 @@ def _decode_utf8(data: bytes, what: str) -> str:
         ) from None
 
 
-def _named_bytes(data: bytes) -> io.BytesIO:
-    f = io.BytesIO(data)
-    f.name = "standard input"  # what an error names
-    return f
-
-
 def cmd_translate(args) -> int:
     if args.input != "-" and (os.path.isdir(args.input) or is_document(args.input)):
         return cli_translate(args)  # a .txt/.srt/.vtt document or a folder
@@ -247,7 +242,7 @@ def cmd_translate(args) -> int:
 
     piped = sys.stdin.buffer.read() if args.input == "-" else b""
     if args.input == "-" and not args.text and looks_like_audio_bytes(piped):
-        source = check_speech_length(load_audio(_named_bytes(piped)), "standard input")  # a recording piped in
+        source = check_speech_length(load_audio_bytes(piped, "standard input"), "standard input")  # a recording piped in
         is_audio = True
     elif args.input == "-":
         source = _decode_utf8(piped, "standard input")
@@ -322,7 +317,7 @@ def cmd_transcribe(args) -> int:
 
     # a missing/corrupt/too short file is reported before any model is loaded
     if args.audio == "-":  # a recording piped in: ffmpeg -i talk.mp4 -f wav - | seamless-mlx transcribe - ...
-        audio = check_speech_length(load_audio(_named_bytes(sys.stdin.buffer.read())), "standard input")
+        audio = check_speech_length(load_audio_bytes(sys.stdin.buffer.read(), "standard input"), "standard input")
     else:
         audio = check_speech_length(load_audio(args.audio), repr(args.audio))
     stream = fmt == "txt" and out is None and sys.stdout.isatty()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import re
@@ -27,7 +26,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from .config import GenerationConfig, ModelConfig
-from .fileio import aside_name, clean_stale_temp_folders, exit_on_sigterm, make_temp_dir, owner_tag, target_lock
+from .fileio import aside_name, clean_stale_temp_folders, exit_on_sigterm, make_temp_dir, own_temp_dirs, target_lock
 from .loading import (
     DTYPES,
     FORMAT_KEY,
@@ -174,7 +173,7 @@ def _write_folder(out: Path, src: Path, source_name, weights, config_dict, dtype
             tmp.rename(out)
     except BaseException:
         # ours, even when the interrupt came between making it and knowing its name
-        for path in [tmp] if tmp is not None else out.parent.glob(f".{glob.escape(out.name)}.tmp-{owner_tag()}-*"):
+        for path in [tmp] if tmp is not None else own_temp_dirs(out):
             shutil.rmtree(path, ignore_errors=True)
         raise
 

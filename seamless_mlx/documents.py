@@ -197,9 +197,12 @@ class Piece:
         return cls(line[:prefix_end], html.unescape(text) if vtt else text, suffix)
 
     def render(self, translation: str, vtt: bool) -> str:
-        if vtt:  # a WebVTT cue's text cannot hold a bare & or <
-            translation = translation.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        return self.prefix + translation + self.suffix
+        return self.prefix + _cue_text(translation, vtt) + self.suffix
+
+
+def _cue_text(text: str, vtt: bool) -> str:
+    """``text`` as a cue holds it: a WebVTT cue's text cannot hold a bare ``&`` or ``<``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") if vtt else text
 
 
 @dataclass
@@ -237,7 +240,7 @@ class Cue:
         (piece,), (t,) = pieces, translations
         if t is None:
             return lines[self.text_start:self.text_end]
-        wrapped = _wrap(Piece("", t, "").render(t, vtt), max(1, self.text_end - self.text_start))
+        wrapped = _wrap(_cue_text(t, vtt), max(1, self.text_end - self.text_start))
         wrapped[0] = piece.prefix + wrapped[0]
         wrapped[-1] += piece.suffix  # the same line when the translation takes one
         return [w + eol for w in wrapped]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import re
 import shutil
@@ -192,13 +193,24 @@ def clean_stale_temp_files(target: PathLike) -> List[Path]:
     return removed
 
 
+def _temp_dir_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-{owner_tag()}-"
+
+
 def make_temp_dir(target: PathLike) -> Path:
     """A new empty temporary folder beside ``target`` named after this process, with the
     permissions of an ordinary folder (``mkdtemp`` makes it private)."""
     target = Path(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{owner_tag()}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_dir_prefix(target), dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+def own_temp_dirs(target: PathLike) -> List[Path]:
+    """This process's temporary folders of ``target`` (:func:`make_temp_dir`), found by name: for
+    removing one whose path an interrupt kept from its maker."""
+    target = Path(target)
+    return sorted(target.parent.glob(glob.escape(_temp_dir_prefix(target)) + "*"))
 
 
 def aside_name(target: PathLike) -> Path:
@@ -444,6 +456,7 @@ __all__ = [
     "clean_stale_temp_folders",
     "exit_on_sigterm",
     "make_temp_dir",
+    "own_temp_dirs",
     "target_lock",
     "write_text_atomic",
 ]

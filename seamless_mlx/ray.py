@@ -31,7 +31,6 @@ while Ray Data may call an actor from other threads than the one that constructe
 
 from __future__ import annotations
 
-import io
 import queue
 import threading
 from concurrent.futures import Future
@@ -40,7 +39,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from .api import DEFAULT_MODEL, get_model, model_folder, translate
-from .audio import SAMPLE_RATE, load_audio
+from .audio import SAMPLE_RATE, load_audio_bytes
 
 __all__ = ["Translator"]
 
@@ -111,7 +110,7 @@ class Translator:
             for i in rows:
                 try:
                     name = str(batch["path"][i]) if "path" in batch else "the row's audio bytes"
-                    sources.append(_decoded(column[i], name) if rate else _plain(column[i]))
+                    sources.append(load_audio_bytes(column[i], name) if rate else _plain(column[i]))
                     kept.append(i)
                 except ValueError as e:
                     errors[i] = str(e)
@@ -164,11 +163,3 @@ def _plain(x):
         raise ValueError("the row has no source (an empty cell).")
     raise ValueError(f"the row's source is a {type(x).__name__}: give text, an audio path, audio file bytes or a "
                      "waveform array.")
-
-
-def _decoded(data, name: str) -> np.ndarray:
-    """The 16 kHz waveform of an encoded audio file's bytes (WAV, FLAC, MP3, OGG, ...); errors
-    name the file as ``name`` (read_binary_files' ``path`` column when there is one)."""
-    f = io.BytesIO(bytes(data))
-    f.name = name
-    return load_audio(f, SAMPLE_RATE)

@@ -574,8 +574,7 @@ def _protocol(max_connections: int, idle_timeout_s: float):
             self._idle_timer = self.loop.call_later(self._idle_s, self._on_idle)
 
         def _on_idle(self):
-            working = self.cycle is not None and not self.cycle.response_complete and self.conn.their_state is h11.DONE
-            if working:
+            if self._answering() and self.conn.their_state is h11.DONE:  # the app is working on it
                 self._arm()
             elif not self.transport.is_closing():
                 self.transport.close()
