@@ -29,6 +29,7 @@ from .api import Result, transcribe, translate  # noqa: E402
 __version__ = "0.1.0"
 
 cpu.blas.ensure_fast(_mx.default_device() == _mx.cpu)  # rebinds MLX's BLAS if mlx.core came first
+cpu.blas.install_few_rows()  # few-row products (decoding a batch or beams) skip the BLAS's packing
 
 
 def load(path, model_class=None, dtype=None, cpu_routes=None):

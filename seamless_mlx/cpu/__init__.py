@@ -11,7 +11,8 @@ keeps the plain modules.
 Modules: :mod:`.tuning` (every threshold), :mod:`.streams` (work split over CPU streams),
 :mod:`.ops` (polynomial ``exp`` and what is built on it, layer norm, attention),
 :mod:`.linear` (products), :mod:`.conv` (convolutions as GEMMs), :mod:`.attention`,
-:mod:`.blocks` (sub-model blocks), :mod:`.memory` (glibc's thresholds for large buffers), :mod:`.blas` (the fast BLAS under MLX, loaded first).
+:mod:`.blocks` (sub-model blocks), :mod:`.memory` (glibc's thresholds for large buffers), :mod:`.blas` (the fast BLAS under MLX, loaded first,
+and the few-row product kernel ``_skinny.c`` it puts in front of it).
 """
 
 from __future__ import annotations

@@ -44,6 +44,14 @@ AVX-512 subsets are there; ``SEAMLESS_MLX_OPENBLAS_CORETYPE`` overrides), and th
 put back right after the load.  ``SEAMLESS_MLX_MANY_ROWS_BLAS=off`` keeps every product on the
 main library.
 
+Products with a few rows (2-32: a decoder step over a batch or beams) go to neither library:
+a BLAS GEMM packs the weight into its panel layout on every call, which for a few rows costs more
+than the arithmetic.  :func:`install_few_rows` puts ``seamless_sgemm`` (``_skinny.c``, built at
+install time where there is a C compiler) in MLX's ``cblas_sgemm`` slots; it reads each weight row
+once, in place, and hands every other call to the function the slots held (which
+:func:`many_rows` then moves between the two libraries).  ``SEAMLESS_MLX_FEW_ROWS=off`` keeps
+every product on the BLAS.
+
 ``SEAMLESS_MLX_BLAS=off`` disables all of this; ``SEAMLESS_MLX_BLAS=/path/to/lib.so`` forces a
 library.  Nothing happens off Linux (macOS has Accelerate).  Standard library only: this module
 runs before ``mlx.core`` is imported.
@@ -54,6 +62,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import glob
+import importlib.machinery
 import os
 import struct
 import sys
@@ -61,6 +70,8 @@ import sysconfig
 import threading
 import warnings
 from contextlib import contextmanager
+
+from . import tuning  # standard library only, like this module
 
 loaded = None  # path of the fast BLAS this module loaded, or None
 _handle = None  # its ctypes.CDLL
@@ -346,7 +357,10 @@ def bound_library(symbol: str = "cblas_sgemm") -> str:
     for path, bias in _mlx_objects():
         slots = _got_slots(path) or {}
         for offset in slots.get(symbol, []):
-            return _owner(ctypes.c_size_t.from_address(bias + offset).value)
+            target = ctypes.c_size_t.from_address(bias + offset).value
+            if symbol == "cblas_sgemm" and _few["installed"] and target == _few["entry"]:
+                target = _few["lib"].seamless_get_next() or 0  # what the calls it does not take go to
+            return _owner(target)
     return ""
 
 
@@ -412,6 +426,114 @@ def _warn_missing() -> None:
     )
 
 
+# --- few-row products: _skinny.c behind MLX's cblas_sgemm --------------------------------------
+
+_few = {"lib": None, "looked": False, "installed": False, "entry": 0, "slots": None}
+_FEW_KERNELS = ("auto", "avx512", "avx2", "wide-avx2", "baseline", "off")
+
+
+def _few_rows_handle():
+    """ctypes handle of the compiled few-row library (``seamless_mlx/cpu/_skinny*.so``), or None
+    when it was not built (no C compiler at install time), off Linux, or switched off."""
+    if not _few["looked"]:
+        _few["looked"] = True
+        off = os.environ.get("SEAMLESS_MLX_FEW_ROWS", "").strip().lower() in ("off", "0", "none", "false")
+        if sys.platform.startswith("linux") and not off and not _disabled():
+            here = os.path.dirname(os.path.abspath(__file__))
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                path = os.path.join(here, "_skinny" + suffix)
+                if not os.path.isfile(path):
+                    continue
+                try:
+                    lib = ctypes.CDLL(path)
+                except OSError:
+                    continue
+                lib.seamless_set_next.argtypes = [ctypes.c_void_p]
+                lib.seamless_get_next.restype = ctypes.c_void_p
+                lib.seamless_set_kernel.argtypes = [ctypes.c_char_p]
+                lib.seamless_configure.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_int]
+                _few["lib"] = lib
+                _few["entry"] = ctypes.cast(lib.seamless_sgemm, ctypes.c_void_p).value
+                break
+    return _few["lib"]
+
+
+def _sgemm_slots() -> list:
+    """Addresses of the ``cblas_sgemm`` import slots of MLX's objects (they stay where loaded)."""
+    if _few["slots"] is None:
+        _few["slots"] = [bias + offset for path, bias in _mlx_objects()
+                         for offset in (_got_slots(path) or {}).get("cblas_sgemm", [])]
+    return _few["slots"]
+
+
+def _sgemm_targets():
+    """Where MLX's float32 GEMMs go now, in the form :func:`_point_sgemm` takes back."""
+    if _few["installed"]:
+        return _few["lib"].seamless_get_next()
+    return [ctypes.c_size_t.from_address(slot).value for slot in _sgemm_slots()]
+
+
+def _point_sgemm(target) -> None:
+    """Send MLX's float32 GEMMs to ``target``, a function's address or what :func:`_sgemm_targets`
+    returned.  With the few-row library in the slots, only the calls it passes on move."""
+    if _few["installed"]:
+        _few["lib"].seamless_set_next(target)
+        return
+    slots = _sgemm_slots()
+    for slot, value in zip(slots, target if isinstance(target, list) else [target] * len(slots)):
+        _write_word(slot, value)
+
+
+def install_few_rows() -> bool:
+    """Once ``mlx.core`` is imported and bound to its BLAS: point MLX's ``cblas_sgemm`` at the
+    few-row library, which takes products with a few rows (a decoder step over a batch or beams)
+    and passes every other call to the function the slots held.  Returns whether it is in place.
+
+    A BLAS GEMM packs its weight operand into panels on every call, so a product of a few rows
+    reads and writes the weight twice over for little arithmetic; the library's kernel reads each
+    weight row once, in place (``_skinny.c``).  ``SEAMLESS_MLX_FEW_ROWS=off`` keeps every product
+    on the BLAS."""
+    lib = _few_rows_handle()
+    if lib is None:
+        return False
+    with _rows_lock:
+        if _few["installed"] or _rows["depth"]:
+            return _few["installed"]
+        slots = _sgemm_slots()
+        if not slots:
+            return False
+        current = {ctypes.c_size_t.from_address(slot).value for slot in slots}
+        if len(current) != 1 or not lib.seamless_set_kernel(b"auto"):
+            return False
+        configure_few_rows()
+        lib.seamless_set_next(current.pop())
+        for slot in slots:
+            _write_word(slot, _few["entry"])
+        _few["installed"] = True
+    return True
+
+
+def configure_few_rows(kernel: str = "") -> bool:
+    """Apply ``tuning.FEW_ROWS_MAX_ROWS`` (calls with 2..that many rows are taken; 0: none),
+    ``tuning.FEW_ROWS_MIN_INNER`` (and an inner size of at least that),
+    ``tuning.FEW_ROWS_PARALLEL_MIN_WORK`` and ``tuning.CPU_CORES`` (threads per product) to the
+    few-row library, and pick its ``kernel`` when given: ``"auto"``, ``"avx512"``, ``"avx2"``,
+    ``"baseline"``, ``"wide-avx2"`` (the AVX-512 kernel's logic built for AVX2, for tests) or
+    ``"off"``.  Returns False when there is no library or this CPU lacks that kernel."""
+    lib = _few_rows_handle()
+    if lib is None or (kernel and kernel not in _FEW_KERNELS):
+        return False
+    if kernel and not lib.seamless_set_kernel(kernel.encode()):
+        return False
+    return bool(lib.seamless_configure(int(tuning.FEW_ROWS_MAX_ROWS), int(tuning.FEW_ROWS_MIN_INNER),
+                                       int(tuning.FEW_ROWS_PARALLEL_MIN_WORK), max(1, int(tuning.CPU_CORES))))
+
+
+def few_rows_active() -> bool:
+    """Whether MLX's few-row float32 products run on the few-row library."""
+    return _few["installed"]
+
+
 # --- a second library for many-row products (see the module docstring) -------------------------
 
 _rows = {"lib": None, "looked": False, "depth": 0, "saved": []}
@@ -463,13 +585,10 @@ def many_rows(threads: int = 1):
     with _rows_lock:
         if _rows["depth"] == 0:
             lib.scipy_openblas_set_num_threads(max(1, int(threads)))
-            if "slots" not in _rows:  # MLX's objects stay where they were loaded
-                _rows["slots"] = [bias + offset for path, bias in _mlx_objects()
-                                  for offset in (_got_slots(path) or {}).get("cblas_sgemm", [])]
+            if "target" not in _rows:
                 _rows["target"] = ctypes.cast(getattr(lib, SCIPY_OPENBLAS_PREFIX + "cblas_sgemm"), ctypes.c_void_p).value
-            _rows["saved"] = [(slot, ctypes.c_size_t.from_address(slot).value) for slot in _rows["slots"]]
-            for slot in _rows["slots"]:
-                _write_word(slot, _rows["target"])
+            _rows["saved"] = _sgemm_targets()
+            _point_sgemm(_rows["target"])
         _rows["depth"] += 1
     try:
         yield
@@ -477,7 +596,6 @@ def many_rows(threads: int = 1):
         with _rows_lock:
             _rows["depth"] -= 1
             if _rows["depth"] == 0:
-                for slot, value in _rows["saved"]:
-                    _write_word(slot, value)
+                _point_sgemm(_rows["saved"])
                 _rows["saved"] = []
                 lib.scipy_openblas_set_num_threads(1)

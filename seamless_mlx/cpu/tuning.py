@@ -26,6 +26,15 @@ STACKED_TAPS_MAX_RATIO = 4  # a conv with T_out <= this * Cin is one GEMM over s
 RESBLOCK_BLOCK_BYTES = 1 << 20  # a vocoder residual block's input larger than this: time blocks ...
 RESBLOCK_BLOCK_MAX_CHANNELS = 128  # ... when it has at most this many channels (wider: GEMM-bound)
 
+# float32 products with 2..this many rows (a decoder step over a batch or beams) and an inner size
+# of at least FEW_ROWS_MIN_INNER (its dot products end in one sum per output: short ones, such as a
+# small conv's taps, stay on the BLAS) run on the few-row kernel (blas.install_few_rows; rows at
+# most 32), shared by CPU_CORES threads from this many multiply-adds; blas.configure_few_rows()
+# applies a change
+FEW_ROWS_MAX_ROWS = 32
+FEW_ROWS_MIN_INNER = 256
+FEW_ROWS_PARALLEL_MIN_WORK = 1 << 20
+
 # products with at least this many rows run on blas.many_rows' library where there is one: the
 # text encoder, the T2U model, and a decoder search over this many rows (a batch, or beams)
 MANY_ROWS_MIN_ROWS = 4
