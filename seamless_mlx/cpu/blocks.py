@@ -129,7 +129,11 @@ class TextDecoder(text.TextDecoder):
     def decoding(self, rows: int):
         """A search over ``rows`` rows (a batch, or beams) runs inside :func:`many_rows_block`: its
         one-token steps are products of ``rows`` rows, and from a few rows on the many-row library
-        is the faster one; a one-row search stays on the main BLAS."""
+        is the faster one; a one-row search stays on the main BLAS.  Where the few-row kernel takes
+        a search's products (:func:`~seamless_mlx.cpu.blas.few_rows_active`), what reaches the
+        BLAS is the attention's one-row products per head, and those run faster on the main one."""
+        if blas.few_rows_active() and rows <= tuning.FEW_ROWS_MAX_ROWS:
+            return nullcontext()
         return many_rows_block(rows)
 
 
