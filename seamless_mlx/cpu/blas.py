@@ -459,8 +459,9 @@ def _few_rows_handle():
 
 
 def _sgemm_slots() -> list:
-    """Addresses of the ``cblas_sgemm`` import slots of MLX's objects (they stay where loaded)."""
-    if _few["slots"] is None:
+    """Addresses of the ``cblas_sgemm`` import slots of MLX's objects (they stay where loaded;
+    none before ``mlx.core`` is imported, so an empty list is not kept)."""
+    if not _few["slots"]:
         _few["slots"] = [bias + offset for path, bias in _mlx_objects()
                          for offset in (_got_slots(path) or {}).get("cblas_sgemm", [])]
     return _few["slots"]
