@@ -381,13 +381,16 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
-def _hint(e: BaseException) -> str:
+def _hint(e: BaseException, command: str = "") -> str:
+    """The error's message in the command line's words (its options, not the API's keywords)."""
     msg = _one_line(e)
     if isinstance(e, CheckpointError):
         if "--model" not in msg:
             msg += " Use --model /path/to/local/folder (a transformers or converted seamless-mlx checkpoint)."
     msg = msg.replace("generate_speech=False (CLI: --text)", "--text (or drop --speech/the .wav output)")
     msg = msg.replace("src_lang is required", "--src-lang is required")
+    if command == "transcribe":  # transcribe is translate into --lang
+        msg = msg.replace("tgt_lang=", "--lang ").replace("for text output", "for transcripts")
     return msg
 
 
@@ -442,10 +445,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         if verbose:
             traceback.print_exc()
-        msg = _hint(e)
-        if args.command == "transcribe":  # transcribe is translate into --lang: name the option given
-            msg = msg.replace("tgt_lang=", "--lang ").replace("for text output", "for transcripts")
-        return _error(msg, 2)
+        return _error(_hint(e, args.command), 2)
     except BrokenPipeError:  # the reader (a player, head) went away: stop quietly, also at exit
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

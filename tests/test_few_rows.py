@@ -7,7 +7,6 @@ AVX2), on one thread and shared by several; decoding through it is compared with
 (beam search, scores to 1e-4) with every product shared by threads.  Skipped where the library was
 not built (no C compiler at install time) or off Linux."""
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -27,9 +26,6 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 KERNELS = [k for k in ("avx512", "avx2", "wide-avx2", "baseline") if lib is not None and lib.seamless_set_kernel(k.encode())]
 if lib is not None:
     lib.seamless_set_kernel(b"auto")
-    lib.seamless_sgemm.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                                       ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
-    lib.seamless_taken.restype = ctypes.c_long
 
 
 @pytest.fixture
@@ -137,7 +133,7 @@ def test_switched_off_by_the_environment():
 
 
 FORK = r"""
-import ctypes, os, sys
+import os
 import numpy as np
 import seamless_mlx
 from seamless_mlx.cpu import blas, tuning
@@ -145,8 +141,6 @@ from seamless_mlx.cpu import blas, tuning
 tuning.FEW_ROWS_PARALLEL_MIN_WORK = 0
 blas.configure_few_rows()
 lib = blas._few_rows_handle()
-lib.seamless_sgemm.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                                   ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
 x, w = np.random.default_rng(0).standard_normal((2, 512, 256), dtype=np.float32)
 x = x[:4]
 

@@ -33,7 +33,7 @@
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 
 struct sk_problem {
-    int M, N, K, kv; /* rows, output columns, inner size, inner size in whole vectors */
+    int M, N, K; /* rows, output columns, inner size */
     long ldx, ldw, csm, csn;
     const float *X, *W;
     float *C;
@@ -202,8 +202,7 @@ static void run(const struct sk_problem *p, kernel_fn fn) {
     }
     pthread_mutex_lock(&pool.lock);
     grow_pool();
-    int helpers = pool.started < chunks - 1 ? pool.started : chunks - 1;
-    if (helpers == 0) {
+    if (pool.started == 0) { /* no worker could be started */
         pthread_mutex_unlock(&pool.lock);
         pthread_mutex_unlock(&pool.owner);
         fn(p, 0, p->N);
@@ -234,14 +233,7 @@ static int skinny(int rows, int cols, int K, float alpha, const float *X, long l
     float *rows_copy = aligned_alloc(64, (size_t)rows * stride * sizeof(float));
     if (rows_copy == NULL) return 0;
     for (int m = 0; m < rows; m++) memcpy(rows_copy + m * stride, X + m * ldx, (size_t)K * sizeof(float));
-    struct sk_problem p = {rows, cols, K, 0, stride, ldw, csm, csn, rows_copy, W, C, alpha, beta};
-    /* whole vectors of the widest kernel's lanes or of this one's: every kernel keeps to its own */
-    p.kv = K;
-    if (fn == sk_baseline) p.kv = K - K % 4;
-#ifdef SK_HAVE_X86
-    else if (fn == sk_avx2) p.kv = K - K % 8;
-    else p.kv = K - K % 16;
-#endif
+    struct sk_problem p = {rows, cols, K, stride, ldw, csm, csn, rows_copy, W, C, alpha, beta};
     run(&p, fn);
     free(rows_copy);
     return 1;
@@ -299,7 +291,5 @@ int seamless_configure(int rows, int inner, long work, int threads) {
     pthread_mutex_unlock(&pool.owner);
     return 1;
 }
-
-int seamless_max_rows_limit(void) { return SK_MAX_ROWS; }
 
 long seamless_taken(void) { return atomic_load(&taken); }

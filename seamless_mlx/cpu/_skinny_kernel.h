@@ -29,7 +29,7 @@ static inline float SK_SUM(SK_VEC v) {
 }
 
 static void SK_NAME(const struct sk_problem *p, int n0, int n1) {
-    const int M = p->M, K = p->K, kv = p->kv;
+    const int M = p->M, K = p->K, kv = K - K % SK_VW; /* the inner size in whole vectors */
     const long ldx = p->ldx, ldw = p->ldw;
     SK_VEC acc[SK_MAX_ROWS][SK_NB];
     for (int n = n0; n < n1; n += SK_NB) {

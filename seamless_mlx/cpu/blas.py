@@ -429,7 +429,6 @@ def _warn_missing() -> None:
 # --- few-row products: _skinny.c behind MLX's cblas_sgemm --------------------------------------
 
 _few = {"lib": None, "looked": False, "installed": False, "entry": 0, "slots": None}
-_FEW_KERNELS = ("auto", "avx512", "avx2", "wide-avx2", "baseline", "off")
 
 
 def _few_rows_handle():
@@ -448,6 +447,10 @@ def _few_rows_handle():
                     lib = ctypes.CDLL(path)
                 except OSError:
                     continue
+                lib.seamless_sgemm.argtypes = [ctypes.c_int] * 6 + [
+                    ctypes.c_float, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                    ctypes.c_float, ctypes.c_void_p, ctypes.c_int]  # cblas_sgemm's
+                lib.seamless_taken.restype = ctypes.c_long
                 lib.seamless_set_next.argtypes = [ctypes.c_void_p]
                 lib.seamless_get_next.restype = ctypes.c_void_p
                 lib.seamless_set_kernel.argtypes = [ctypes.c_char_p]
@@ -522,7 +525,7 @@ def configure_few_rows(kernel: str = "") -> bool:
     ``"baseline"``, ``"wide-avx2"`` (the AVX-512 kernel's logic built for AVX2, for tests) or
     ``"off"``.  Returns False when there is no library or this CPU lacks that kernel."""
     lib = _few_rows_handle()
-    if lib is None or (kernel and kernel not in _FEW_KERNELS):
+    if lib is None:
         return False
     if kernel and not lib.seamless_set_kernel(kernel.encode()):
         return False

@@ -37,9 +37,12 @@ def on_many_rows(fn, *args, threads: int = 1):
 def many_rows_block(rows: int):
     """A context in which products of ``rows`` rows run on :func:`~seamless_mlx.cpu.blas.many_rows`'
     library, one thread per core, when ``rows`` reaches ``tuning.MANY_ROWS_MIN_ROWS`` and the
-    library exists (else nothing changes).  Work queued inside it (``mx.async_eval``) must be done
+    library exists (else nothing changes).  Not where the few-row kernel takes products of
+    ``rows`` rows (:func:`~seamless_mlx.cpu.blas.few_rows_active`): what would reach the library
+    is then the attention's one-row products per head, which run faster on the main one.  Work queued inside it (``mx.async_eval``) must be done
     before it ends: on leaving, it waits for MLX's CPU streams."""
-    if rows < tuning.MANY_ROWS_MIN_ROWS or not blas.many_rows_library():
+    few_rows_kernel = blas.few_rows_active() and rows <= tuning.FEW_ROWS_MAX_ROWS
+    if rows < tuning.MANY_ROWS_MIN_ROWS or few_rows_kernel or not blas.many_rows_library():
         return nullcontext()
     return _many_rows_until_done()
 
@@ -129,11 +132,7 @@ class TextDecoder(text.TextDecoder):
     def decoding(self, rows: int):
         """A search over ``rows`` rows (a batch, or beams) runs inside :func:`many_rows_block`: its
         one-token steps are products of ``rows`` rows, and from a few rows on the many-row library
-        is the faster one; a one-row search stays on the main BLAS.  Where the few-row kernel takes
-        a search's products (:func:`~seamless_mlx.cpu.blas.few_rows_active`), what reaches the
-        BLAS is the attention's one-row products per head, and those run faster on the main one."""
-        if blas.few_rows_active() and rows <= tuning.FEW_ROWS_MAX_ROWS:
-            return nullcontext()
+        is the faster one; a one-row search stays on the main BLAS."""
         return many_rows_block(rows)
 
 
